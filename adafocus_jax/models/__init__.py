@@ -1,0 +1,118 @@
+"""Flax networks of AdaFocus and their configs.
+
+    model = create_model(config)            # config.model: see default_model_config
+    variables = init_variables(model, rng)  # {'params', 'batch_stats'}
+    out = model.apply(variables, glance_frames, focus_frames, train=False)
+    out.logits, out.patch_offsets
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from adafocus_jax.models.adafocus import (AdaFocus, AdaFocusOutput, Modes, PATCH_MODES,
+                                          deterministic_actions, sample_actions)
+
+# Dataset family → what differs between the two official code paths (adafocus_v1.md §1).
+NUM_CLASSES = {"sthv1": 174, "sthv2": 174, "actnet": 200, "fcvid": 239, "minik": 200}
+STHSTH = ("sthv1", "sthv2")
+ACTNET_FAMILY = ("actnet", "fcvid", "minik")
+DEFAULT_PATCH = {"sthv1": 144, "sthv2": 144, "actnet": 128, "fcvid": 128, "minik": 128}
+
+
+def default_model_config(dataset: str, patch_size: int | None = None) -> ml_collections.ConfigDict:
+    """The official network for `dataset` (sthv1 | sthv2 | actnet | fcvid | minik).
+
+    Something-Something: TSM MobileNetV2 on 8 glance frames, TSM ResNet-50 on 12 patches, one
+    Gaussian patch location per video, logit-sum fusion. ActivityNet family: MobileNetV2 and
+    ResNet-50 without TSM on 16 shared frames, one of 7×7 grid positions per frame, GRU classifier.
+    """
+    if dataset not in NUM_CLASSES:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(NUM_CLASSES)}")
+    sth = dataset in STHSTH
+    c = ml_collections.ConfigDict()
+    c.num_classes = NUM_CLASSES[dataset]
+    c.input_size = 224           # frames arrive as S × S crops
+    c.glance_size = 224          # the glance network's input size (nearest resize if different)
+    c.glance_resize = "nearest"  # nearest (official) | linear | cubic | lanczos3 (antialiased)
+    c.patch_size = patch_size or DEFAULT_PATCH[dataset]
+    c.num_glance_frames = 8 if sth else 16
+    c.num_focus_frames = 12 if sth else 16
+    c.dtype = "float32"
+    c.glancer = ml_collections.ConfigDict(dict(
+        width_mult=1.0, last_channel=ml_collections.FieldReference(None, field_type=int),
+        temporal_shift=sth, dropout=0.0 if sth else 0.2))
+    c.focuser = ml_collections.ConfigDict(dict(
+        stage_sizes=(3, 4, 6, 3), width=64, temporal_shift=sth, with_fc=not sth))
+    c.policy = ml_collections.ConfigDict(dict(
+        kind="gaussian" if sth else "categorical", per_frame=not sth, action_std=0.25,
+        grid_size=7, hidden_dim=1024, encoder_channels=64 if sth else 32, encoder_bn=sth))
+    c.classifier = ml_collections.ConfigDict(dict(
+        kind="logit_sum" if sth else "gru", hidden_dim=1024, dropout=0.5 if sth else 0.8))
+    return c
+
+
+def tiny_model_config(dataset: str = "sthv2") -> ml_collections.ConfigDict:
+    """The same architecture with tiny widths and inputs, for fast tests."""
+    c = default_model_config(dataset)
+    c.num_classes = 5
+    c.input_size = c.glance_size = 64
+    c.patch_size = 32
+    if dataset in STHSTH:
+        c.num_glance_frames, c.num_focus_frames = 2, 3
+    else:
+        c.num_glance_frames = c.num_focus_frames = 3
+    c.glancer.width_mult = 0.25
+    c.glancer.last_channel = 16
+    c.focuser.stage_sizes = (1, 1, 1, 1)
+    c.focuser.width = 4
+    c.policy.hidden_dim = 16
+    c.policy.encoder_channels = 4
+    c.policy.grid_size = 3
+    c.classifier.hidden_dim = 16
+    return c
+
+
+def create_model(config: ml_collections.ConfigDict) -> AdaFocus:
+    """Builds the model from a full config (uses `config.model`) or a model config."""
+    model_config = config.model if "model" in config else config
+    validate_model_config(model_config)
+    return AdaFocus(ml_collections.FrozenConfigDict(model_config))
+
+
+def validate_model_config(c: ml_collections.ConfigDict) -> None:
+    """Raises ValueError naming the offending key."""
+    if not 0 < c.patch_size <= c.input_size:
+        raise ValueError(f"config.model.patch_size={c.patch_size} must be in (0, input_size="
+                         f"{c.input_size}]")
+    if c.policy.per_frame and c.num_glance_frames != c.num_focus_frames:
+        raise ValueError("config.model.policy.per_frame needs num_glance_frames == "
+                         f"num_focus_frames (got {c.num_glance_frames} and {c.num_focus_frames})")
+    if c.classifier.kind == "gru" and not c.policy.per_frame:
+        raise ValueError("config.model.classifier.kind='gru' pairs with policy.per_frame=True")
+    if c.policy.kind not in ("gaussian", "categorical"):
+        raise ValueError(f"config.model.policy.kind: unknown {c.policy.kind!r}")
+
+
+def dummy_inputs(model_config, batch_size: int = 1, dtype=jnp.float32):
+    """Zero glance and focus frames of the configured shapes."""
+    s = model_config.input_size
+    return (jnp.zeros((batch_size, model_config.num_glance_frames, s, s, 3), dtype),
+            jnp.zeros((batch_size, model_config.num_focus_frames, s, s, 3), dtype))
+
+
+def init_variables(model: AdaFocus, rng: jax.Array, batch_size: int = 1):
+    """Initialises `{'params', 'batch_stats'}` (jitted; runs every sub-network once)."""
+    glance, focus = dummy_inputs(model.config, batch_size)
+
+    @jax.jit
+    def init(rng):
+        rngs = dict(zip(("params", "dropout", "patches", "actions"), jax.random.split(rng, 4)))
+        return model.init(rngs, glance, focus, train=False, patch_mode="policy")
+
+    return dict(init(rng))
+
+
+__all__ = ["AdaFocus", "AdaFocusOutput", "Modes", "PATCH_MODES", "create_model",
+           "default_model_config", "tiny_model_config", "init_variables", "dummy_inputs",
+           "deterministic_actions", "sample_actions", "validate_model_config"]

@@ -1,0 +1,291 @@
+"""The composed AdaFocus model (adafocus_v1.md §3).
+
+Data flow for a batch of B videos:
+
+    glance frames [B, T_G, S, S, 3] ─► glancer (all frames, one call) ─► maps [B, T_G, h, w, C_G]
+                                                                         glance_out [B, T_G, D]
+    maps ─► policy states [B, St, ...] ─► encoder → GRU (lax.scan over St steps) ─► actions, values
+    actions ─► offsets [B, St, 2] ─► crop focus frames ─► patches [B, T_L, P, P, 3]
+    patches ─► focuser (all B·T_L patches in ONE call) ─► local features [B, T_L, F]
+    (glance_out, local features) ─► classifier ─► logits [B, C], step_logits [B, St, C]
+
+All patch locations are known before the expensive local network runs, so it runs once over every
+patch of the batch. Each network runs BatchNorm/dropout in train or eval mode independently
+(`Modes`), because the official stages mix them (§11.9).
+"""
+
+import dataclasses
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from adafocus_jax import crop as crop_lib
+from adafocus_jax.models.classifiers import LogitSumClassifier, RecurrentClassifier
+from adafocus_jax.models.mobilenet_v2 import MobileNetV2
+from adafocus_jax.models.policy import ActorCritic
+from adafocus_jax.models.resnet import ResNet
+
+PATCH_MODES = ("policy", "sample", "random", "center", "given")
+
+
+@dataclasses.dataclass(frozen=True)
+class Modes:
+    """Which networks run in train mode (BatchNorm batch statistics, dropout on)."""
+    glancer: bool = False
+    focuser: bool = False
+    policy: bool = False
+    classifier: bool = False
+
+    @classmethod
+    def of(cls, train: "bool | Modes") -> "Modes":
+        if isinstance(train, Modes):
+            return train
+        return cls(bool(train), bool(train), bool(train), bool(train))
+
+
+@flax.struct.dataclass
+class AdaFocusOutput:
+    """What one forward pass returns (B videos, St policy steps, C classes).
+
+    Attributes:
+      logits: `[B, C]` the official prediction.
+      step_logits: `[B, St, C]` per-step predictions (Sth-Sth: St = 1; ActivityNet: one per frame).
+      patch_offsets: `[B, St, 2]` int32 top-left (row, col) in pixels per policy step.
+      actions: `[B, St, 2]` float in [0, 1] (gaussian) or `[B, St]` int (categorical); None when the
+        patches did not come from the policy.
+      dist_params: `[B, St, 2]` Gaussian mean or `[B, St, A]` logits; None if the policy did not run.
+      values: `[B, St]` critic values; None if the policy did not run.
+      glance_out: `[B, T_G, D]` glance logits (Sth-Sth) or pooled glance features (ActivityNet).
+      local_features: `[B, T_L, F]` pooled local-network features.
+    """
+    logits: jax.Array
+    step_logits: jax.Array
+    patch_offsets: jax.Array
+    actions: Any
+    dist_params: Any
+    values: Any
+    glance_out: jax.Array
+    local_features: jax.Array
+
+
+def deterministic_actions(kind: str, dist_params: jnp.ndarray) -> jnp.ndarray:
+    """Inference actions: the Gaussian mean, or the first argmax of the categorical."""
+    return dist_params if kind == "gaussian" else jnp.argmax(dist_params, axis=-1)
+
+
+def sample_actions(kind: str, dist_params: jnp.ndarray, rng: jax.Array,
+                   action_std: float) -> jnp.ndarray:
+    """Training actions: a Gaussian sample clamped to [0, 1] (per-axis std `action_std`), or a
+    categorical sample."""
+    if kind == "gaussian":
+        noise = jax.random.normal(rng, dist_params.shape, dist_params.dtype)
+        return jnp.clip(dist_params + action_std * noise, 0.0, 1.0)
+    return jax.random.categorical(rng, dist_params, axis=-1)
+
+
+class AdaFocus(nn.Module):
+    """Glance network + policy + local network + classifier.
+
+    Attributes:
+      config: the model config (`config.model`, frozen), see `adafocus_jax.models.default_model_config`.
+    """
+    config: ml_collections.FrozenConfigDict
+
+    def setup(self):
+        cfg = self.config
+        dtype = jnp.dtype(cfg.dtype)
+        self.glancer = MobileNetV2(
+            num_classes=cfg.num_classes, width_mult=cfg.glancer.width_mult,
+            last_channel=cfg.glancer.last_channel,
+            shift_segments=cfg.num_glance_frames if cfg.glancer.temporal_shift else None,
+            classifier_dropout=cfg.glancer.dropout, dtype=dtype)
+        self.focuser = ResNet(
+            num_classes=cfg.num_classes if cfg.focuser.with_fc else None,
+            stage_sizes=tuple(cfg.focuser.stage_sizes), width=cfg.focuser.width,
+            shift_segments=cfg.num_focus_frames if cfg.focuser.temporal_shift else None,
+            dtype=dtype)
+        self.policy = ActorCritic(
+            kind=cfg.policy.kind, num_actions=cfg.policy.grid_size ** 2,
+            hidden_dim=cfg.policy.hidden_dim, encoder_channels=cfg.policy.encoder_channels,
+            encoder_bn=cfg.policy.encoder_bn, dtype=dtype)
+        if cfg.classifier.kind == "logit_sum":
+            self.classifier = LogitSumClassifier(cfg.num_classes, cfg.classifier.dropout,
+                                                 dtype=dtype)
+        elif cfg.classifier.kind == "gru":
+            self.classifier = RecurrentClassifier(cfg.num_classes, cfg.classifier.hidden_dim,
+                                                  cfg.classifier.dropout, dtype=dtype)
+        else:
+            raise ValueError(f"config.model.classifier.kind: unknown {cfg.classifier.kind!r}")
+
+    # ----------------------------------------------------------------------------------------
+    # The pieces, usable one by one (the training steps call them with `method=`).
+
+    @property
+    def policy_steps(self) -> int:
+        """St: one step per frame (ActivityNet family) or one per video (Sth-Sth)."""
+        return self.config.num_glance_frames if self.config.policy.per_frame else 1
+
+    def resize_for_glance(self, frames: jnp.ndarray) -> jnp.ndarray:
+        """`[B, T, S, S, 3]` → `[B, T, G, G, 3]` (G = glance_size); identity when G == S."""
+        size = self.config.glance_size
+        b, t, h, w, c = frames.shape
+        if (h, w) == (size, size):
+            return frames
+        if self.config.glance_resize == "nearest":
+            # PyTorch's nearest: source index floor(dst · in / out).
+            rows = jnp.floor(jnp.arange(size) * (h / size)).astype(jnp.int32)
+            cols = jnp.floor(jnp.arange(size) * (w / size)).astype(jnp.int32)
+            return frames[:, :, rows][:, :, :, cols]
+        return jax.image.resize(frames, (b, t, size, size, c), method=self.config.glance_resize,
+                                antialias=True)
+
+    def glance(self, glance_frames: jnp.ndarray, train: bool = False):
+        """Runs the glance network on every frame in one call.
+
+        Args:
+          glance_frames: `[B, T_G, S, S, 3]` normalised frames.
+          train: glancer BatchNorm in train mode.
+
+        Returns:
+          (feature_maps `[B, T_G, h, w, C_G]`, glance_out `[B, T_G, D]`): D = classes (its own
+          logits, Sth-Sth) or C_G (pooled features, ActivityNet family).
+        """
+        frames = self.resize_for_glance(glance_frames)
+        b, t = frames.shape[:2]
+        use_logits = self.config.classifier.kind == "logit_sum"
+        out = self.glancer(frames.reshape(b * t, *frames.shape[2:]), train,
+                           with_logits=use_logits)
+        maps = out["feature_map"]
+        glance_out = out["logits"] if use_logits else out["pooled"]
+        return maps.reshape(b, t, *maps.shape[1:]), glance_out.reshape(b, t, -1)
+
+    def policy_states(self, feature_maps: jnp.ndarray) -> jnp.ndarray:
+        """Glance maps `[B, T_G, h, w, C]` → policy states `[B, St, h, w, C']`.
+
+        Per-frame policies see one map per step (C' = C). The per-video policy sees all maps
+        stacked on channels, frame-major (channel t·C + c), as the official code concatenates them.
+        """
+        if self.config.policy.per_frame:
+            return feature_maps
+        b, t, h, w, c = feature_maps.shape
+        return jnp.transpose(feature_maps, (0, 2, 3, 1, 4)).reshape(b, 1, h, w, t * c)
+
+    def policy_forward(self, states: jnp.ndarray, train: bool = False):
+        """`[B, St, h, w, C']` → (dist_params, values `[B, St]`); see `ActorCritic`."""
+        return self.policy(states, train)
+
+    def action_offsets(self, actions: jnp.ndarray) -> jnp.ndarray:
+        """Policy actions → `[B, St, 2]` int32 top-left offsets on the focus frames."""
+        cfg = self.config
+        if cfg.policy.kind == "gaussian":
+            return crop_lib.continuous_offsets(actions, cfg.input_size, cfg.patch_size)
+        return crop_lib.grid_offsets(actions, cfg.policy.grid_size, cfg.input_size, cfg.patch_size)
+
+    def random_offsets(self, rng: jax.Array, batch_size: int) -> jnp.ndarray:
+        """Official random-patch offsets `[B, St, 2]` (one per video or per frame)."""
+        return crop_lib.random_offsets(rng, (batch_size, self.policy_steps),
+                                       self.config.input_size, self.config.patch_size)
+
+    def center_offsets(self, batch_size: int) -> jnp.ndarray:
+        return crop_lib.center_offsets((batch_size, self.policy_steps), self.config.input_size,
+                                       self.config.patch_size)
+
+    def crop(self, frames: jnp.ndarray, offsets: jnp.ndarray) -> jnp.ndarray:
+        """`[B, T, S, S, 3]`, offsets `[B, St, 2]` → patches `[B, T, P, P, 3]`."""
+        return crop_lib.crop_patches(frames, offsets, self.config.patch_size)
+
+    def local_features(self, patches: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        """Runs the local network once on all patches: `[B, T_L, P, P, 3]` → `[B, T_L, F]`."""
+        b, t = patches.shape[:2]
+        out = self.focuser(patches.reshape(b * t, *patches.shape[2:]), train, with_logits=False)
+        return out["pooled"].reshape(b, t, -1)
+
+    def classify(self, glance_out: jnp.ndarray, local_features: jnp.ndarray, train: bool = False):
+        """→ (logits `[B, C]`, step_logits `[B, St, C]`)."""
+        return self.classifier(glance_out, local_features, train)
+
+    def baseline_step_logits(self, glance_out, policy_local_features, random_local_features):
+        """Reward baseline: `[B, St, C]` logits with only step t's patches made random."""
+        return self.classifier.baseline_step_logits(glance_out, policy_local_features,
+                                                    random_local_features)
+
+    def glancer_logits(self, frames: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        """Stage 0: the glance network alone with its own head, averaged over frames.
+        `[B, T, S, S, 3]` → `[B, C]`."""
+        frames = self.resize_for_glance(frames)
+        b, t = frames.shape[:2]
+        logits = self.glancer(frames.reshape(b * t, *frames.shape[2:]), train)["logits"]
+        return logits.reshape(b, t, -1).mean(axis=1)
+
+    def focuser_logits(self, frames: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        """Stage 0: the local network alone on whole frames with its `fc`, averaged over frames.
+        `[B, T, S, S, 3]` → `[B, C]`."""
+        b, t = frames.shape[:2]
+        out = self.focuser(frames.reshape(b * t, *frames.shape[2:]), train)
+        if "logits" not in out:
+            raise ValueError("focuser_logits needs config.model.focuser.with_fc = True")
+        return out["logits"].reshape(b, t, -1).mean(axis=1)
+
+    # ----------------------------------------------------------------------------------------
+
+    def __call__(self, glance_frames: jnp.ndarray, focus_frames: jnp.ndarray | None = None,
+                 train: "bool | Modes" = False, patch_mode: str = "policy",
+                 patch_offsets: jnp.ndarray | None = None) -> AdaFocusOutput:
+        """The full forward pass.
+
+        Args:
+          glance_frames: `[B, T_G, S, S, 3]` normalised float frames.
+          focus_frames: `[B, T_L, S, S, 3]`, or None to crop from the glance frames (datasets with
+            one frame list).
+          train: bool, or `Modes` for per-network train/eval modes.
+          patch_mode: "policy" (deterministic policy), "sample" (rng stream 'actions'), "random"
+            (official random baseline, rng stream 'patches'), "center", or "given" (`patch_offsets`).
+          patch_offsets: `[B, St, 2]` int offsets for patch_mode "given".
+
+        Returns:
+          `AdaFocusOutput`.
+        """
+        if patch_mode not in PATCH_MODES:
+            raise ValueError(f"patch_mode must be one of {PATCH_MODES}, got {patch_mode!r}")
+        cfg = self.config
+        modes = Modes.of(train)
+        focus_frames = glance_frames if focus_frames is None else focus_frames
+        batch_size = glance_frames.shape[0]
+        for name, frames, expected in (("glance_frames", glance_frames, cfg.num_glance_frames),
+                                       ("focus_frames", focus_frames, cfg.num_focus_frames)):
+            if frames.ndim != 5 or frames.shape[1] != expected or frames.shape[-1] != 3 or \
+                    frames.shape[2:4] != (cfg.input_size, cfg.input_size):
+                raise ValueError(
+                    f"{name} must be [B, {expected}, {cfg.input_size}, {cfg.input_size}, 3], "
+                    f"got {frames.shape}")
+
+        feature_maps, glance_out = self.glance(glance_frames, modes.glancer)
+        actions = dist_params = values = None
+        if patch_mode in ("policy", "sample") or self.is_initializing():
+            # The glance network is never trained through the policy (frozen, as officially).
+            states = self.policy_states(jax.lax.stop_gradient(feature_maps))
+            dist_params, values = self.policy(states, modes.policy)
+        if patch_mode == "policy":
+            actions = deterministic_actions(cfg.policy.kind, dist_params)
+            offsets = self.action_offsets(actions)
+        elif patch_mode == "sample":
+            actions = sample_actions(cfg.policy.kind, dist_params, self.make_rng("actions"),
+                                     cfg.policy.action_std)
+            offsets = self.action_offsets(actions)
+        elif patch_mode == "random":
+            offsets = self.random_offsets(self.make_rng("patches"), batch_size)
+        elif patch_mode == "center":
+            offsets = self.center_offsets(batch_size)
+        else:
+            if patch_offsets is None:
+                raise ValueError("patch_mode='given' needs patch_offsets [B, St, 2]")
+            offsets = jnp.asarray(patch_offsets, jnp.int32)
+        local = self.local_features(self.crop(focus_frames, offsets), modes.focuser)
+        logits, step_logits = self.classify(glance_out, local, modes.classifier)
+        return AdaFocusOutput(logits=logits, step_logits=step_logits, patch_offsets=offsets,
+                              actions=actions, dist_params=dist_params, values=values,
+                              glance_out=glance_out, local_features=local)

@@ -1,0 +1,100 @@
+"""ResNet-50 (v1.5, torchvision layout), the local network f_L, with optional TSM (NHWC).
+
+PyTorch pads symmetrically (3 for the 7x7 stem, 1 for 3x3 convs and the max-pool); 'SAME' would
+pad strided layers asymmetrically and change every feature, so all padding here is explicit. Stride
+sits on the 3x3 conv (v1.5). With `shift_segments`, conv1 of every bottleneck sees a temporally
+shifted input (TSM "blockres", shift_div 8), the shortcut the unshifted one.
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from adafocus_jax.models.layers import BatchNorm, conv, spatial_mean
+from adafocus_jax.models.temporal_shift import temporal_shift
+
+
+class Bottleneck(nn.Module):
+    """1x1 → 3x3 (stride) → 1x1 (×4 channels) bottleneck with a projection shortcut in block 0.
+
+    Attributes:
+      width: channels of the 1x1/3x3 convs (output has 4 × width).
+      stride: stride of the 3x3 conv and of the projection shortcut.
+      downsample: whether the shortcut is a 1x1 conv + BN (first block of each stage).
+      shift_segments: frames per video for TSM, or None.
+    """
+    width: int
+    stride: int = 1
+    downsample: bool = False
+    shift_segments: int | None = None
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        """`[N, H, W, C_in]` → `[N, H / stride, W / stride, 4 * width]`."""
+        y = x if self.shift_segments is None else temporal_shift(x, self.shift_segments)
+        y = conv(self.width, 1, dtype=self.dtype, name="conv1")(y)
+        y = nn.relu(BatchNorm(use_running_average=not train, dtype=self.dtype, name="bn1")(y))
+        y = conv(self.width, 3, self.stride, dtype=self.dtype, name="conv2")(y)
+        y = nn.relu(BatchNorm(use_running_average=not train, dtype=self.dtype, name="bn2")(y))
+        y = conv(self.width * 4, 1, dtype=self.dtype, name="conv3")(y)
+        y = BatchNorm(use_running_average=not train, dtype=self.dtype, name="bn3")(y)
+        shortcut = x
+        if self.downsample:
+            shortcut = conv(self.width * 4, 1, self.stride, dtype=self.dtype,
+                            name="downsample_conv")(x)
+            shortcut = BatchNorm(use_running_average=not train, dtype=self.dtype,
+                                 name="downsample_bn")(shortcut)
+        return nn.relu(y + shortcut)
+
+
+class ResNet(nn.Module):
+    """ResNet feature extractor (ResNet-50 by default) with an optional `fc` head.
+
+    Attributes:
+      num_classes: size of the `fc` head, or None (the Sth-Sth focuser has none; the ActivityNet
+        one has it but uses it only for its own pre-training, stage 0).
+      stage_sizes: bottlenecks per stage ((3, 4, 6, 3) = ResNet-50).
+      width: channels of the stem and of the first stage's bottleneck (64 = ResNet-50).
+      shift_segments: frames per video for TSM (12 for Something-Something), or None.
+    """
+    num_classes: int | None = None
+    stage_sizes: Sequence[int] = (3, 4, 6, 3)
+    width: int = 64
+    shift_segments: int | None = None
+    dtype: Any = jnp.float32
+
+    @property
+    def num_features(self) -> int:
+        return self.width * 8 * 4
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False, with_logits: bool = True):
+        """Runs the network on a batch of images / patches.
+
+        Args:
+          x: `[N, H, W, 3]` normalised patches (video-major when TSM is on).
+          train: BatchNorm with batch statistics.
+          with_logits: also apply `fc` (always done while initialising).
+
+        Returns:
+          dict with `pooled` `[N, 4 * 8 * width]` (2048 for ResNet-50) and, with a head,
+          `logits` `[N, num_classes]`.
+        """
+        y = conv(self.width, 7, 2, dtype=self.dtype, name="conv1")(x)
+        y = nn.relu(BatchNorm(use_running_average=not train, dtype=self.dtype, name="bn1")(y))
+        # Max-pool pads with -inf, exactly like PyTorch's MaxPool2d(3, 2, padding=1).
+        y = nn.max_pool(y, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        for stage, num_blocks in enumerate(self.stage_sizes):
+            for block in range(num_blocks):
+                y = Bottleneck(self.width * 2 ** stage,
+                               stride=2 if stage > 0 and block == 0 else 1,
+                               downsample=block == 0,
+                               shift_segments=self.shift_segments, dtype=self.dtype,
+                               name=f"layer{stage + 1}_{block}")(y, train)
+        pooled = spatial_mean(y)
+        out = {"pooled": pooled}
+        if self.num_classes is not None and (with_logits or self.is_initializing()):
+            out["logits"] = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(pooled)
+        return out
