@@ -1,0 +1,12 @@
+"""Something-Something v2 (AdaFocus-TSM): MobileNetV2-TSM glance on 8 frames, ResNet-50-TSM on
+12 patches, one Gaussian patch location per video, logit-sum fusion. Patch 144 (default), 160, 176.
+
+    python main.py --config=configs/sthv2.py --workdir=DIR
+    python main.py --config=configs/sthv2.py:patch=176 --workdir=DIR
+"""
+
+from adafocus_jax import config_lib
+
+
+def get_config(arg=None):
+    return config_lib.build_config("sthv2", arg, allowed_patches=(144, 160, 176))

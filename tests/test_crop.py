@@ -1,0 +1,89 @@
+"""Offsets and crops against the official formula (adafocus_v1.md §2.7)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from adafocus_jax import crop
+
+# §2.7: per-axis integer offsets of the k×k grid for 224-px frames, measured on the official code.
+OFFICIAL_GRID_OFFSETS = {
+    (4, 96): [0, 42, 85, 128], (4, 128): [0, 32, 64, 96], (4, 144): [0, 26, 53, 80],
+    (4, 160): [0, 21, 42, 64], (4, 176): [0, 16, 32, 48], (4, 192): [0, 10, 21, 32],
+    (5, 96): [0, 32, 64, 96, 128], (5, 128): [0, 24, 48, 72, 96], (5, 144): [0, 20, 40, 60, 80],
+    (5, 160): [0, 16, 32, 48, 64], (5, 176): [0, 12, 24, 36, 48], (5, 192): [0, 8, 16, 24, 32],
+    (6, 96): [0, 25, 51, 76, 102, 128], (6, 128): [0, 19, 38, 57, 76, 96],
+    (6, 144): [0, 16, 32, 48, 64, 80], (6, 160): [0, 12, 25, 38, 51, 64],
+    (6, 176): [0, 9, 19, 28, 38, 48], (6, 192): [0, 6, 12, 19, 25, 32],
+    (7, 96): [0, 21, 42, 64, 85, 106, 128], (7, 128): [0, 16, 32, 48, 64, 80, 96],
+    (7, 144): [0, 13, 26, 40, 53, 66, 80], (7, 160): [0, 10, 21, 32, 42, 53, 64],
+    (7, 176): [0, 8, 16, 24, 32, 40, 48], (7, 192): [0, 5, 10, 16, 21, 26, 32],
+    (8, 96): [0, 18, 36, 54, 73, 91, 109, 128], (8, 128): [0, 13, 27, 41, 54, 68, 82, 96],
+    (8, 144): [0, 11, 22, 34, 45, 57, 68, 80], (8, 160): [0, 9, 18, 27, 36, 45, 54, 64],
+    (8, 176): [0, 6, 13, 20, 27, 34, 41, 48], (8, 192): [0, 4, 9, 13, 18, 22, 27, 32],
+}
+
+
+@pytest.mark.parametrize("grid,patch", sorted(OFFICIAL_GRID_OFFSETS))
+def test_grid_offsets_match_official_table(grid, patch):
+    axis = OFFICIAL_GRID_OFFSETS[(grid, patch)]
+    table = crop.grid_offset_table(grid, 224, patch)
+    assert table.shape == (grid * grid, 2)
+    # Row-major: index i·k + j → (row i, column j).
+    expected = np.array([[axis[i], axis[j]] for i in range(grid) for j in range(grid)])
+    np.testing.assert_array_equal(table, expected)
+    np.testing.assert_array_equal(
+        crop.grid_offsets(jnp.arange(grid * grid), grid, 224, patch), expected)
+
+
+def test_continuous_offsets_are_float32_floor():
+    actions = jnp.array([[0.0, 1.0], [0.5, 0.25], [0.9999999, 0.1]], jnp.float32)
+    got = crop.continuous_offsets(actions, 224, 144)
+    expected = np.floor(np.asarray(actions, np.float32) * np.float32(80)).astype(np.int32)
+    np.testing.assert_array_equal(got, expected)
+    assert got[0, 1] == 80  # the maximum offset H − P is reachable by the policy
+    assert got[1, 0] == 40 and got[1, 1] == 20
+
+
+def test_random_offsets_exclusive_upper_bound():
+    offsets = crop.random_offsets(jax.random.key(0), (4000,), 224, 176)
+    assert offsets.min() == 0 and offsets.max() == 224 - 176 - 1
+    np.testing.assert_array_equal(crop.random_offsets(jax.random.key(0), (5,), 64, 64), 0)
+
+
+def test_crop_patches_row_first_and_per_step():
+    b, t, h, w = 2, 4, 10, 12
+    frames = jnp.arange(b * t * h * w * 3, dtype=jnp.float32).reshape(b, t, h, w, 3)
+    # Two policy steps: each covers two consecutive frames.
+    offsets = jnp.array([[[1, 2], [3, 0]], [[0, 5], [6, 6]]], jnp.int32)
+    patches = crop.crop_patches(frames, offsets, 4)
+    assert patches.shape == (b, t, 4, 4, 3)
+    for bi in range(b):
+        for ti in range(t):
+            r, c = np.asarray(offsets[bi, ti // 2])
+            np.testing.assert_array_equal(patches[bi, ti], frames[bi, ti, r:r + 4, c:c + 4])
+
+
+def test_crop_rejects_bad_shapes():
+    frames = jnp.zeros((1, 3, 8, 8, 3))
+    with pytest.raises(ValueError, match="cannot be split"):
+        crop.crop_patches(frames, jnp.zeros((1, 2, 2), jnp.int32), 4)
+    with pytest.raises(ValueError, match="exceeds"):
+        crop.crop_patches(frames, jnp.zeros((1, 1, 2), jnp.int32), 9)
+
+
+def test_bilinear_crop_matches_integer_crop_and_is_differentiable():
+    frames = jax.random.normal(jax.random.key(1), (2, 3, 16, 16, 3))
+    offsets = jnp.array([[[2, 5]], [[7, 0]]], jnp.int32)
+    exact = crop.crop_patches(frames, offsets, 8)
+    top_left = crop.expand_to_frames(offsets, 3).astype(jnp.float32)
+    smooth = crop.bilinear_crop(frames, top_left, 8)
+    np.testing.assert_allclose(smooth, exact, atol=1e-5)
+    # Half-pixel shift = average of the two neighbouring integer crops (inside the frame).
+    shifted = crop.bilinear_crop(frames, top_left + jnp.array([0.0, 0.5]), 8)
+    right = crop.crop_patches(frames, offsets + jnp.array([0, 1]), 8)
+    np.testing.assert_allclose(shifted, 0.5 * (exact + right), atol=1e-5)
+    grad = jax.grad(lambda tl: crop.bilinear_crop(frames, tl, 8).sum())(top_left + 0.25)
+    assert grad.shape == top_left.shape and bool(jnp.all(jnp.isfinite(grad)))
+    assert float(jnp.abs(grad).sum()) > 0
