@@ -1,0 +1,415 @@
+"""The staged AdaFocus training recipe as data (reference spec §3, §4, §11).
+
+A *stage recipe* says, for one training stage:
+  * which loss the step computes (`loss`: "ce" on the fused logits, "step_ce" averaged over every
+    policy step (the GRU classifier), "ppo" for the policy, "glancer_ce" / "focuser_ce" for the stage-0
+    pre-training of one network on whole frames);
+  * where the patches come from (`patch_mode`: "random", "sample", "policy", ...);
+  * which networks run BatchNorm / dropout in train mode (`modes`);
+  * which parameters train and at which learning rate (`lr.<module>`; 0 = frozen; `trainable_pattern`
+    restricts training further to parameter paths matching a regex), with which optimizer and schedule;
+  * what is restored from where before the stage starts (`restore`: "module=source,..." where source
+    is another stage of the same run, or `init_from` = `config.init_from`).
+
+The training code never branches on a stage number: it only reads these fields.
+
+`add_training_config(config)` adds the official recipes and hyper-parameters of `config.dataset` plus
+every other key training needs (seed, stage list, checkpointing, evaluation). Values that depend on
+command-line overrides (the Sth-Sth learning-rate bug switch, batch-size / step overrides) are
+applied later by `resolve_recipe`, so `--config.xxx=...` always takes effect.
+
+Sth-Sth learning-rate bug (§4.2, §11.1): the released scripts' `adjust_learning_rate` only sets the
+first two of six optimizer groups, so stage 1 trains just the ResNet stem conv (at backbone_lr) and
+keeps the new classifier at its random initialisation, and stage 3 trains nothing. By default we
+train what the paper intends (stage 1: focuser at backbone_lr + classifier at fc_lr; stage 3:
+classifier at fc_lr). `config.reproduce_released_lr_bug = True` reproduces the released behaviour.
+"""
+
+import dataclasses
+import math
+import re
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import traverse_util
+
+MODULES = ("glancer", "focuser", "policy", "classifier")
+LOSSES = ("ce", "step_ce", "ppo", "glancer_ce", "focuser_ce")
+PATCH_MODES = ("random", "sample", "policy", "center", "none")
+STHSTH = ("sthv1", "sthv2")
+ACTNET_FAMILY = ("actnet", "fcvid", "minik", "synthetic")
+INIT_FROM = "init_from"
+
+# The parameter path of the ResNet stem conv: the only tensor the released Sth-Sth stage 1 trains.
+RELEASED_BUG_STAGE1_PATTERN = r"^focuser/conv1/"
+
+
+# --------------------------------------------------------------------------------------------------
+# Config construction.
+
+
+def _recipe(*, loss: str, patch_mode: str, modes: Mapping[str, bool], lr: Mapping[str, float],
+            optimizer: str = "sgd", lr_schedule: str = "cosine", num_epochs: int,
+            batch_size: int, eval_every_epochs: int, eval_patch_mode: str, restore: str,
+            extra_epoch: bool = True) -> ml_collections.ConfigDict:
+    """One stage recipe with every field present (so command-line overrides can reach them)."""
+    r = ml_collections.ConfigDict()
+    r.loss = loss
+    r.patch_mode = patch_mode
+    r.modes = ml_collections.ConfigDict({m: bool(modes.get(m, False)) for m in MODULES})
+    r.lr = ml_collections.ConfigDict({m: float(lr.get(m, 0.0)) for m in MODULES})
+    r.trainable_pattern = ""            # optional regex on "module/.../param" paths
+    r.optimizer = optimizer             # sgd | adam
+    r.momentum = 0.9                    # SGD momentum (official 0.9)
+    r.weight_decay = 1e-4 if optimizer == "sgd" else 0.0   # coupled L2, as torch.optim.SGD
+    r.adam_b1, r.adam_b2, r.adam_eps = 0.9, 0.999, 1e-8
+    r.lr_schedule = lr_schedule         # cosine | step | constant, set once per epoch (official)
+    r.lr_step_epochs = (20, 40)         # milestones for "step"
+    r.num_epochs = num_epochs           # E of the official scripts
+    r.extra_epoch = extra_epoch         # official loops run E + 1 epochs; the last has cosine lr 0
+    r.batch_size = batch_size           # global batch (all devices and hosts)
+    r.eval_every_epochs = eval_every_epochs
+    r.eval_patch_mode = eval_patch_mode  # random | policy | center | glancer | focuser
+    r.restore = restore                 # "module=source,..."; source: a stage name or init_from
+    r.ppo = ml_collections.ConfigDict(dict(
+        algorithm="ppo",                # ppo | reinforce (REINFORCE with the critic as baseline)
+        gamma=0.7, clip_eps=0.2, value_coef=0.5, entropy_coef=0.01,
+        epochs=1,                       # K PPO epochs over each batch (official 1)
+        return_eps=1e-5))
+    return r
+
+
+def _sthsth_stages() -> ml_collections.ConfigDict:
+    """Sth-Sth V1/V2 (stage1/2/3.yaml + train_stage*.sh, spec §4.2), intended learning rates."""
+    s = ml_collections.ConfigDict()
+    s.stage1 = _recipe(
+        loss="ce", patch_mode="random",
+        modes=dict(focuser=True, classifier=True),          # classifier dropout 0.5 on
+        lr=dict(focuser=1e-5, classifier=0.01), num_epochs=10, batch_size=64,
+        eval_every_epochs=1, eval_patch_mode="random",      # official stage-1 val: random patches
+        restore=f"glancer={INIT_FROM},focuser={INIT_FROM}")
+    s.stage2 = _recipe(
+        loss="ppo", patch_mode="sample",
+        modes=dict(policy=True),                            # policy BN on batch statistics
+        lr=dict(policy=3e-4), optimizer="adam", lr_schedule="constant", num_epochs=50,
+        batch_size=64, eval_every_epochs=1, eval_patch_mode="policy",
+        restore="glancer=stage1,focuser=stage1,classifier=stage1")
+    s.stage3 = _recipe(
+        # Official stage 3 has the classifier in train mode but dropout 0: the same as eval mode.
+        loss="ce", patch_mode="policy", modes=dict(),
+        lr=dict(classifier=5e-4), num_epochs=10, batch_size=32,
+        eval_every_epochs=1, eval_patch_mode="policy",
+        restore="glancer=stage2,focuser=stage2,classifier=stage2,policy=stage2")
+    return s
+
+
+def _actnet_stages() -> ml_collections.ConfigDict:
+    """ActivityNet / FCVID / Mini-Kinetics (main_dist.py + README commands, spec §4.3)."""
+    s = ml_collections.ConfigDict()
+    s.stage0_glancer = _recipe(
+        loss="glancer_ce", patch_mode="none", modes=dict(glancer=True),
+        lr=dict(glancer=0.01), num_epochs=15, batch_size=64, eval_every_epochs=5,
+        eval_patch_mode="glancer", restore=f"glancer={INIT_FROM}")
+    s.stage0_focuser = _recipe(
+        loss="focuser_ce", patch_mode="none", modes=dict(focuser=True),
+        lr=dict(focuser=0.01), num_epochs=15, batch_size=64, eval_every_epochs=5,
+        eval_patch_mode="focuser", restore=f"focuser={INIT_FROM}")
+    s.stage1 = _recipe(
+        loss="step_ce", patch_mode="random",
+        modes=dict(focuser=True, classifier=True),          # GRU-output dropout 0.8 on
+        lr=dict(focuser=5e-4, classifier=0.05), num_epochs=50, batch_size=64,
+        eval_every_epochs=5, eval_patch_mode="random",
+        restore="glancer=stage0_glancer,focuser=stage0_focuser")
+    s.stage2 = _recipe(
+        loss="ppo", patch_mode="sample", modes=dict(policy=True),
+        lr=dict(policy=3e-4), optimizer="adam", lr_schedule="constant", num_epochs=50,
+        batch_size=64, eval_every_epochs=5, eval_patch_mode="policy",
+        restore="glancer=stage1,focuser=stage1,classifier=stage1")
+    s.stage3 = _recipe(
+        # Only the GRU classifier trains (the official code; the paper says f_L too, §11.10).
+        loss="step_ce", patch_mode="policy", modes=dict(classifier=True),
+        lr=dict(classifier=5e-3), num_epochs=10, batch_size=64,
+        eval_every_epochs=5, eval_patch_mode="policy",
+        restore="glancer=stage2,focuser=stage2,classifier=stage2,policy=stage2")
+    return s
+
+
+def add_training_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Adds the official training recipe of `config.dataset` and every key training reads.
+
+    Args:
+      config: a config with `dataset`, `model` and `data` already set.
+
+    Returns:
+      The same config (modified in place).
+    """
+    dataset = config.dataset
+    if dataset not in STHSTH + ACTNET_FAMILY:
+        raise ValueError(f"config.dataset={dataset!r}: no training recipe; expected one of "
+                         f"{STHSTH + ACTNET_FAMILY}")
+    sth = dataset in STHSTH
+    config.seed = 1007                        # the official seed
+    config.stages = _sthsth_stages() if sth else _actnet_stages()
+    # Comma-separated, run in order, each in WORKDIR/<stage name>.
+    config.run_stages = ",".join(config.stages.keys())
+    # Official PyTorch weights converted with `python -m adafocus_jax.tools.convert_checkpoint`
+    # (ImageNet / TSM backbones), or a stage directory of an earlier run. Used by restore sources
+    # "init_from" and by any restore source stage that this run does not contain.
+    config.init_from = ""
+    # Sth-Sth only: reproduce the released scripts' optimizer-group bug (see module docstring).
+    config.reproduce_released_lr_bug = False
+
+    config.train = ml_collections.ConfigDict()
+    config.train.batch_size = 0               # > 0: overrides every stage's batch size
+    config.train.num_steps = 0                # > 0: every stage runs this many steps (tests, demos)
+    config.train.log_every_steps = 50
+    config.train.eval_every_steps = 0         # > 0: overrides the stages' eval_every_epochs
+    config.train.max_eval_batches = 0         # > 0: evaluate on at most this many batches
+    config.train.eval_batch_size = 0          # 0: the stage's batch size
+    config.train.num_workers = 0              # data-loader worker threads/processes
+    config.train.donate_state = True
+    config.train.final_eval = True            # evaluate at the end of every stage
+
+    config.ckpt = ml_collections.ConfigDict()
+    config.ckpt.every_steps = 0               # 0: once per epoch
+    config.ckpt.max_to_keep = 2
+    config.ckpt.async_save = True
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.split = "val"
+    config.eval.metric = "map" if dataset in ("actnet", "fcvid") else "top1"
+    config.eval.multi_label = dataset == "fcvid"   # mAP over every label (FCVID) or the first one
+
+    # Synthetic benchmark at the end of the run (configs/synthetic.py turns it on).
+    config.benchmark = ml_collections.ConfigDict()
+    config.benchmark.enabled = False
+    config.benchmark.split = "test"
+    config.benchmark.full_frame_stage = "stage0_focuser"
+    return config
+
+
+# --------------------------------------------------------------------------------------------------
+# Resolution: the final, validated recipe of one stage after command-line overrides.
+
+
+@dataclasses.dataclass(frozen=True)
+class StageRecipe:
+    """A stage recipe with overrides applied; see the module docstring for the fields."""
+    name: str
+    loss: str
+    patch_mode: str
+    modes: Mapping[str, bool]
+    lr: Mapping[str, float]
+    trainable_pattern: str
+    optimizer: str
+    momentum: float
+    weight_decay: float
+    adam_b1: float
+    adam_b2: float
+    adam_eps: float
+    lr_schedule: str
+    lr_step_epochs: tuple[int, ...]
+    num_epochs: int
+    extra_epoch: bool
+    batch_size: int
+    eval_every_epochs: int
+    eval_patch_mode: str
+    restore: Mapping[str, str]
+    ppo: Mapping[str, Any]
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs actually run: E + 1 with the official extra epoch."""
+        return self.num_epochs + (1 if self.extra_epoch else 0)
+
+    @property
+    def trained_modules(self) -> tuple[str, ...]:
+        return tuple(m for m in MODULES if self.lr[m] > 0)
+
+
+def stage_names(config: ml_collections.ConfigDict) -> list[str]:
+    """The stages to run, in order (`config.run_stages`), validated against `config.stages`."""
+    names = [n.strip() for n in str(config.run_stages).split(",") if n.strip()]
+    if not names:
+        raise ValueError("config.run_stages is empty")
+    for n in names:
+        if n not in config.stages:
+            raise ValueError(f"config.run_stages: unknown stage {n!r}; config.stages has "
+                             f"{list(config.stages.keys())}")
+    return names
+
+
+def parse_restore(spec: str, where: str) -> dict[str, str]:
+    """`"glancer=stage1,policy=init_from"` → {"glancer": "stage1", "policy": "init_from"}."""
+    out = {}
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        module, sep, source = item.partition("=")
+        module, source = module.strip(), source.strip()
+        if not sep or module not in MODULES or not source:
+            raise ValueError(f"{where}: bad item {item!r}; expected module=source with module in "
+                             f"{MODULES}")
+        out[module] = source
+    return out
+
+
+def resolve_recipe(config: ml_collections.ConfigDict, name: str) -> StageRecipe:
+    """The recipe of stage `name` with overrides (batch size, lr bug switch) applied and checked."""
+    if name not in config.stages:
+        raise ValueError(f"unknown stage {name!r}; config.stages has {list(config.stages.keys())}")
+    r = config.stages[name]
+    where = f"config.stages.{name}"
+    lr = {m: float(r.lr[m]) for m in MODULES}
+    trainable_pattern = r.trainable_pattern
+    if config.get("reproduce_released_lr_bug", False):
+        if config.dataset not in STHSTH:
+            raise ValueError("config.reproduce_released_lr_bug applies to sthv1/sthv2 only "
+                             f"(config.dataset={config.dataset!r})")
+        if name == "stage1":
+            # Only param_groups[0] (the ResNet stem conv weight) gets backbone_lr; the classifier
+            # group and all other groups stay at lr 0 (spec §4.2).
+            lr = {m: 0.0 for m in MODULES}
+            lr["focuser"] = float(r.lr["focuser"])
+            trainable_pattern = RELEASED_BUG_STAGE1_PATTERN
+        elif name == "stage3":
+            lr = {m: 0.0 for m in MODULES}   # backbone_lr 0 and an empty group 1: nothing trains
+    for field, allowed in (("loss", LOSSES), ("patch_mode", PATCH_MODES),
+                           ("optimizer", ("sgd", "adam")),
+                           ("lr_schedule", ("cosine", "step", "constant")),
+                           ("eval_patch_mode", ("random", "policy", "center", "glancer", "focuser"))):
+        if r[field] not in allowed:
+            raise ValueError(f"{where}.{field}={r[field]!r}: expected one of {allowed}")
+    if r.ppo.algorithm not in ("ppo", "reinforce"):
+        raise ValueError(f"{where}.ppo.algorithm={r.ppo.algorithm!r}: expected ppo or reinforce")
+    if int(r.ppo.epochs) < 1:
+        raise ValueError(f"{where}.ppo.epochs must be >= 1, got {r.ppo.epochs}")
+    if r.loss == "ppo" and r.patch_mode != "sample":
+        raise ValueError(f"{where}: loss 'ppo' needs patch_mode 'sample', got {r.patch_mode!r}")
+    if any(v < 0 for v in lr.values()):
+        raise ValueError(f"{where}.lr: learning rates must be >= 0, got {lr}")
+    if trainable_pattern:
+        try:
+            re.compile(trainable_pattern)
+        except re.error as e:
+            raise ValueError(f"{where}.trainable_pattern={trainable_pattern!r}: {e}") from e
+    batch_size = int(config.train.batch_size) or int(r.batch_size)
+    if batch_size <= 0:
+        raise ValueError(f"{where}.batch_size must be > 0")
+    if int(r.num_epochs) < 1 and not int(config.train.num_steps):
+        raise ValueError(f"{where}.num_epochs must be >= 1")
+    return StageRecipe(
+        name=name, loss=r.loss, patch_mode=r.patch_mode,
+        modes={m: bool(r.modes[m]) for m in MODULES}, lr=lr,
+        trainable_pattern=trainable_pattern, optimizer=r.optimizer, momentum=float(r.momentum),
+        weight_decay=float(r.weight_decay), adam_b1=float(r.adam_b1), adam_b2=float(r.adam_b2),
+        adam_eps=float(r.adam_eps), lr_schedule=r.lr_schedule,
+        lr_step_epochs=tuple(int(e) for e in r.lr_step_epochs), num_epochs=int(r.num_epochs),
+        extra_epoch=bool(r.extra_epoch), batch_size=batch_size,
+        eval_every_epochs=int(r.eval_every_epochs), eval_patch_mode=r.eval_patch_mode,
+        restore=parse_restore(r.restore, f"{where}.restore"),
+        ppo=dict(r.ppo.to_dict()))
+
+
+# --------------------------------------------------------------------------------------------------
+# Parameter groups and optimizers.
+
+
+def param_labels(params: Mapping, recipe: StageRecipe) -> Any:
+    """A pytree like `params` whose leaves are the optimizer group of each parameter.
+
+    The group is the top-level module name when that module has lr > 0 and the parameter path
+    (`"focuser/layer1_0/conv1/kernel"`) matches `recipe.trainable_pattern` (if set); otherwise
+    "frozen".
+    """
+    pattern = re.compile(recipe.trainable_pattern) if recipe.trainable_pattern else None
+    flat = traverse_util.flatten_dict(dict(params), sep="/")
+    labels = {}
+    for path in flat:
+        module = path.split("/", 1)[0]
+        trains = recipe.lr.get(module, 0.0) > 0 and (pattern is None or pattern.search(path))
+        labels[path] = module if trains else "frozen"
+    if pattern is not None and not any(v != "frozen" for v in labels.values()):
+        raise ValueError(f"stage {recipe.name}: trainable_pattern {recipe.trainable_pattern!r} "
+                         "matches no parameter of a module with lr > 0")
+    return traverse_util.unflatten_dict(labels, sep="/")
+
+
+def trainable_mask(labels: Any) -> Any:
+    """True where a parameter trains (label != "frozen")."""
+    return jax.tree.map(lambda label: label != "frozen", labels)
+
+
+def epoch_lr_schedule(recipe: StageRecipe, base_lr: float, num_steps: int) -> Callable:
+    """The official per-epoch schedule as a function of the optimizer step.
+
+    The `recipe.total_epochs` epochs are spread evenly over `num_steps` steps and the learning rate is
+    constant within an epoch: cosine `lr0/2 (1 + cos(pi e / E))`, step `lr0 * 0.1^(#milestones <= e)`,
+    or constant. With the official extra epoch, the last epoch has cosine lr 0.
+    """
+    total_epochs = recipe.total_epochs
+    num_epochs = max(recipe.num_epochs, 1)
+    milestones = jnp.asarray(recipe.lr_step_epochs or (10 ** 9,), jnp.int32)
+
+    def schedule(step):
+        step = jnp.asarray(step, jnp.float32)
+        epoch = jnp.floor(step * total_epochs / max(num_steps, 1))
+        if recipe.lr_schedule == "cosine":
+            return base_lr * 0.5 * (1.0 + jnp.cos(jnp.pi * epoch / num_epochs))
+        if recipe.lr_schedule == "step":
+            passed = jnp.sum(milestones <= epoch.astype(jnp.int32))
+            return base_lr * jnp.power(0.1, passed.astype(jnp.float32))
+        return jnp.full((), base_lr, jnp.float32)
+
+    return schedule
+
+
+def make_optimizer(recipe: StageRecipe, labels: Any, num_steps: int):
+    """`optax.multi_transform` with one transform per trained module and `set_to_zero` for the rest.
+
+    SGD follows `torch.optim.SGD` (coupled weight decay added to the gradient, then momentum);
+    Adam follows `torch.optim.Adam` (the PPO optimizer, no weight decay).
+
+    Returns:
+      (optimizer, {module: schedule}) — the schedules are for logging.
+    """
+    transforms = {"frozen": optax.set_to_zero()}
+    schedules = {}
+    for module in recipe.trained_modules:
+        schedule = epoch_lr_schedule(recipe, recipe.lr[module], num_steps)
+        schedules[module] = schedule
+        if recipe.optimizer == "sgd":
+            parts = []
+            if recipe.weight_decay:
+                parts.append(optax.add_decayed_weights(recipe.weight_decay))
+            parts.append(optax.sgd(schedule, momentum=recipe.momentum or None))
+            transforms[module] = optax.chain(*parts)
+        else:
+            parts = []
+            if recipe.weight_decay:
+                parts.append(optax.add_decayed_weights(recipe.weight_decay))
+            parts.append(optax.adam(schedule, b1=recipe.adam_b1, b2=recipe.adam_b2,
+                                    eps=recipe.adam_eps))
+            transforms[module] = optax.chain(*parts)
+    used = set(jax.tree.leaves(labels))
+    transforms = {k: v for k, v in transforms.items() if k in used}
+    return optax.multi_transform(transforms, labels), schedules
+
+
+def steps_per_epoch(num_examples: int, batch_size: int) -> int:
+    """Full batches per epoch (the last partial batch is dropped in training)."""
+    if num_examples < batch_size:
+        raise ValueError(f"the training split has {num_examples} videos, fewer than one batch "
+                         f"({batch_size})")
+    return num_examples // batch_size
+
+
+def num_train_steps(config: ml_collections.ConfigDict, recipe: StageRecipe,
+                    num_examples: int) -> tuple[int, int]:
+    """(total steps of the stage, steps per epoch) — `config.train.num_steps` overrides the total."""
+    per_epoch = steps_per_epoch(num_examples, recipe.batch_size)
+    override = int(config.train.num_steps)
+    if override > 0:
+        return override, max(1, math.ceil(override / recipe.total_epochs))
+    return per_epoch * recipe.total_epochs, per_epoch
