@@ -1,0 +1,283 @@
+"""Cluttered moving digits: a built-in video benchmark where spatial focus matters.
+
+Every video is `T` frames of `S × S` RGB (uint8) showing one moving sklearn 8×8 digit (the label,
+10 classes) among static fragments of other digits, on a smooth low-contrast background. It is built
+so that the three ingredients of AdaFocus each have a job (data_formats.md §5.5):
+
+* **The glance network can locate but not read the digit.** Ink (digit strokes, target and clutter
+  alike) is drawn as a fine ±1 checkerboard "halftone" of zero mean, so the glancer's antialiased
+  down-sampling (`config.model.glance_resize = "linear"`, factor ≥ 2) averages every stroke away: at
+  glance resolution a digit is invisible, whatever the network. The target digit sits on a brighter
+  "plate" (a low-frequency square slightly larger than the digit) that survives down-sampling, so the
+  glance sees *where* the digit is. Sklearn digits stay ~93 % readable when plainly down-sampled to
+  4×4 pixels, which is why resolution alone is not enough to hide them.
+* **A patch on the target is easy to classify**: at full resolution the halftone strokes are crisp.
+* **A random or centre patch rarely covers it**: the default patch (44 px on 144 px frames, 9.3 % of
+  the area) fully contains the 22 px digit for only ~4 % of random placements, and the fragments it
+  does cover look like parts of digits (they are drawn the same way, from other digits).
+
+The target bounces on a straight line (the TFDS Moving-MNIST maths, §5.4) at 2–4 px/frame; clutter
+is static; the per-frame target box is recorded (`SyntheticSource.scene(...).boxes`).
+
+Splits: "train", "val" and "test" draw their digits from disjoint pools of the 1,797 sklearn digits
+(a fixed permutation: test, then val, then train), and clutter fragments come from the same split's
+pool, so held-out videos contain no pixel of a training digit. Each video is a pure function of
+(seed, split, index); with a training `rng` (the loader's per-example generator) the digit stays the
+one of `index` but its trajectory, clutter and background are drawn afresh — unlimited augmentation.
+
+    source = create_source(config.data, "test")      # config.data.format == "synthetic"
+    example = source.get(3, None)                    # {"glance", "label", "labels", "index"}
+    scene = source.scene(3, None)                    # .boxes [T, 4] (y0, x0, y1, x1), .label, ...
+"""
+
+import dataclasses
+import functools
+
+import ml_collections
+import numpy as np
+
+from adafocus_jax.data.errors import DataError
+
+SPLITS = ("train", "val", "test")
+NUM_CLASSES = 10
+NUM_DIGITS = 1797            # sklearn.datasets.load_digits
+_POOL_PERMUTATION_SEED = 20211   # fixed: the digit pools never depend on the run's seed
+_SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+
+
+def default_synthetic_config() -> ml_collections.ConfigDict:
+    """`config.data.synthetic`: the generator's knobs (sizes in pixels, intensities in [0, 1])."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0                      # videos are a pure function of (seed, split, index)
+    c.num_videos = ml_collections.ConfigDict(dict(train=4096, val=512, test=1000))
+    c.test_digits = 300             # sizes of the held-out digit pools; train gets the rest
+    c.val_digits = 300
+    c.digit_size = 22               # the 8×8 digit is resized (bilinear) to this
+    c.ink_contrast = 0.32           # halftone amplitude: a stroke pixel is bg ± ink_contrast
+    c.plate_margin = 4              # the plate extends this far around the digit
+    c.plate_contrast = 0.18         # plate brightness over the background (what the glance sees)
+    c.background_level = 0.42
+    c.background_contrast = 0.08    # amplitude of the smooth coloured background field
+    c.background_grid = 5           # the field is bilinear noise on a grid of this size
+    c.noise_std = 0.03              # static per-pixel Gaussian noise
+    c.num_clutter = 14              # fragments of other digits (static)
+    c.clutter_min = 3               # fragment side, in source (8×8) pixels
+    c.clutter_max = 5
+    c.speed_min = 2.0               # target speed, px/frame
+    c.speed_max = 4.0
+    return c
+
+
+@dataclasses.dataclass(frozen=True)
+class Scene:
+    """Everything random about one video (drawn first, then rendered).
+
+    Attributes:
+      label: the digit class.
+      digit: index of the target in sklearn's digit array.
+      positions: `[T, 2]` int top-left (row, col) of the plate per frame.
+      boxes: `[T, 4]` int (y0, x0, y1, x1), end exclusive, of the digit per frame.
+      clutter: list of (digit index, fragment row, fragment col, size, canvas row, canvas col), all
+        in pixels of the resized digit / canvas.
+      background: `[g, g, 3]` field values in [-1, 1].
+      noise_seed: seed of the static pixel noise.
+    """
+    label: int
+    digit: int
+    positions: np.ndarray
+    boxes: np.ndarray
+    clutter: tuple
+    background: np.ndarray
+    noise_seed: int
+
+
+@functools.lru_cache(maxsize=1)
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    """sklearn's digits: images `[1797, 8, 8]` float32 in [0, 1] and labels `[1797]` int."""
+    from sklearn.datasets import load_digits  # packaged with scikit-learn: no download
+    d = load_digits()
+    return (d.images / 16.0).astype(np.float32), d.target.astype(np.int64)
+
+
+def digit_pools(test_digits: int = 300, val_digits: int = 300) -> dict[str, np.ndarray]:
+    """Disjoint sorted index arrays into sklearn's digits for each split."""
+    if test_digits < 10 or val_digits < 10 or test_digits + val_digits > NUM_DIGITS - 100:
+        raise ValueError(f"config.data.synthetic: test_digits={test_digits} and val_digits="
+                         f"{val_digits} must each be >= 10 and leave >= 100 digits for training")
+    perm = np.random.default_rng(_POOL_PERMUTATION_SEED).permutation(NUM_DIGITS)
+    return {"test": np.sort(perm[:test_digits]),
+            "val": np.sort(perm[test_digits:test_digits + val_digits]),
+            "train": np.sort(perm[test_digits + val_digits:])}
+
+
+def _resize_matrix(out_size: int, in_size: int) -> np.ndarray:
+    """`[out, in]` bilinear interpolation weights (half-pixel centres, edges clamped)."""
+    pos = (np.arange(out_size) + 0.5) * in_size / out_size - 0.5
+    pos = np.clip(pos, 0, in_size - 1)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, in_size - 1)
+    frac = (pos - lo).astype(np.float32)
+    m = np.zeros((out_size, in_size), np.float32)
+    m[np.arange(out_size), lo] += 1 - frac
+    m[np.arange(out_size), hi] += frac
+    return m
+
+
+def bounce(start: np.ndarray, velocity: np.ndarray, num_frames: int, span: int) -> np.ndarray:
+    """Positions `[T, 2]` of a point moving at `velocity` px/frame, reflected inside [0, span].
+
+    `p = start + v t`, folded with the triangle wave `span - |p mod 2·span - span|` (§5.4).
+    """
+    t = np.arange(num_frames, dtype=np.float64)[:, None]
+    p = start[None, :] + velocity[None, :] * t
+    if span <= 0:
+        return np.zeros((num_frames, 2), np.int64)
+    q = np.mod(p, 2 * span)
+    return np.rint(span - np.abs(q - span)).astype(np.int64)
+
+
+class SyntheticSource:
+    """One split of the cluttered-moving-digits benchmark (random access, thread-safe).
+
+    Attributes:
+      split: "train" | "val" | "test".
+      frame_size: S; num_frames: T.
+      pool: indices into sklearn's digits that this split uses.
+      origin: "synthetic:<split>" (prefix of error messages).
+    """
+
+    def __init__(self, data_config: ml_collections.ConfigDict, split: str):
+        if split not in SPLITS:
+            raise ValueError(f"synthetic data: unknown split {split!r}; expected one of {SPLITS}")
+        if "synthetic" not in data_config:
+            raise ValueError("config.data.synthetic is missing (see "
+                             "adafocus_jax.data.synthetic.default_synthetic_config)")
+        c = data_config.synthetic
+        self.config = c
+        self.split = split
+        self.origin = f"synthetic:{split}"
+        self.frame_size = int(data_config.input_size)
+        self.num_frames = int(data_config.num_glance_frames)
+        self.max_labels = int(data_config.max_labels)
+        if data_config.get("separate_focus_frames", False):
+            raise ValueError("config.data.separate_focus_frames must be False for synthetic data "
+                             "(the local network crops the glance frames)")
+        if int(data_config.num_classes) != NUM_CLASSES:
+            raise ValueError(f"config.data.num_classes={data_config.num_classes}: synthetic data "
+                             f"has {NUM_CLASSES} classes")
+        self.num_videos = int(c.num_videos[split])
+        if self.num_videos <= 0:
+            raise ValueError(f"config.data.synthetic.num_videos.{split} must be > 0")
+        self.plate_size = int(c.digit_size) + 2 * int(c.plate_margin)
+        if c.digit_size < 8 or self.plate_size >= self.frame_size:
+            raise ValueError(f"config.data.synthetic.digit_size={c.digit_size} (+ 2 × plate_margin) "
+                             f"must be >= 8 and smaller than the frame ({self.frame_size})")
+        if not 1 <= c.clutter_min <= c.clutter_max <= 8:
+            raise ValueError("config.data.synthetic: need 1 <= clutter_min <= clutter_max <= 8, got "
+                             f"{c.clutter_min}, {c.clutter_max}")
+        if not 0 <= c.speed_min <= c.speed_max:
+            raise ValueError("config.data.synthetic: need 0 <= speed_min <= speed_max")
+        if c.background_grid < 2:
+            raise ValueError("config.data.synthetic.background_grid must be >= 2")
+        self.pool = digit_pools(int(c.test_digits), int(c.val_digits))[split]
+        images, labels = _digits()
+        d = int(c.digit_size)
+        m = _resize_matrix(d, 8)
+        # All sprites of this split's pool, resized once: [n, d, d] in [0, 1].
+        self.sprites = np.clip(np.einsum("ia,nab,jb->nij", m, images[self.pool], m), 0, 1)
+        self.labels = labels[self.pool]
+        self._pool_position = {int(p): i for i, p in enumerate(self.pool)}
+        # Which pool digit each video shows: a fixed permutation, cycled.
+        self._order = np.random.default_rng(
+            [int(c.seed), _SPLIT_CODES[split], 1]).permutation(len(self.pool))
+        s = self.frame_size
+        yy, xx = np.mgrid[:s, :s]
+        self._carrier = np.where((yy + xx) % 2 == 0, 1.0, -1.0).astype(np.float32)  # [S, S]
+        self._bg_matrix = _resize_matrix(s, int(c.background_grid))
+
+    def __len__(self) -> int:
+        return self.num_videos
+
+    def _check_index(self, index: int) -> None:
+        if not 0 <= index < self.num_videos:
+            raise DataError(self.origin, f"video index {index} out of range [0, {self.num_videos})")
+
+    def scene(self, index: int, rng: np.random.Generator | None = None) -> Scene:
+        """Draws the random content of video `index` (rng None: the fixed eval draw)."""
+        self._check_index(index)
+        c = self.config
+        if rng is None:
+            rng = np.random.default_rng([int(c.seed), _SPLIT_CODES[self.split], 0, int(index)])
+        k = int(self._order[index % len(self.pool)])
+        s, t, d, plate = self.frame_size, self.num_frames, int(c.digit_size), self.plate_size
+        span = s - plate
+        start = rng.uniform(0, span, size=2)
+        angle = rng.uniform(0, 2 * np.pi)
+        speed = rng.uniform(c.speed_min, c.speed_max)
+        positions = bounce(start, speed * np.array([np.sin(angle), np.cos(angle)]), t, span)
+        margin = int(c.plate_margin)
+        boxes = np.concatenate([positions + margin, positions + margin + d], axis=1)
+        clutter = []
+        for _ in range(int(c.num_clutter)):
+            other = int(rng.integers(len(self.pool)))
+            if len(self.pool) > 1 and other == k:   # fragments come from *other* digits
+                other = (other + 1) % len(self.pool)
+            size = int(round(rng.integers(c.clutter_min, c.clutter_max + 1) * d / 8))
+            fy, fx = rng.integers(0, d - size + 1, size=2)
+            cy, cx = rng.integers(0, s - size + 1, size=2)
+            clutter.append((int(self.pool[other]), int(fy), int(fx), size, int(cy), int(cx)))
+        background = rng.uniform(-1, 1, size=(int(c.background_grid),) * 2 + (3,))
+        noise_seed = int(rng.integers(2 ** 31))
+        return Scene(label=int(self.labels[k]), digit=int(self.pool[k]),
+                     positions=positions.astype(np.int32), boxes=boxes.astype(np.int32),
+                     clutter=tuple(clutter), background=background.astype(np.float32),
+                     noise_seed=noise_seed)
+
+    def render(self, scene: Scene) -> np.ndarray:
+        """The frames of a scene: uint8 `[T, S, S, 3]`."""
+        c = self.config
+        s, d, margin = self.frame_size, int(c.digit_size), int(c.plate_margin)
+        m = self._bg_matrix
+        # Separable bilinear up-sampling of the [g, g, 3] field as two small matmuls → [S, S, 3].
+        bg = np.tensordot(m, scene.background, axes=(1, 0))                    # [S, g, 3]
+        bg = np.tensordot(m, bg, axes=(1, 1)).transpose(1, 0, 2)               # [S, S, 3]
+        bg = c.background_level + c.background_contrast * bg
+        if c.noise_std > 0:
+            bg = bg + np.random.default_rng(scene.noise_seed).normal(
+                0, c.noise_std, size=bg.shape).astype(np.float32)
+        clutter_ink = np.zeros((s, s), np.float32)
+        pool_pos = self._pool_position
+        for other, fy, fx, size, cy, cx in scene.clutter:
+            sprite = self.sprites[pool_pos[other]]
+            clutter_ink[cy:cy + size, cx:cx + size] += sprite[fy:fy + size, fx:fx + size]
+        amp = np.float32(c.ink_contrast)
+        ink = np.minimum(clutter_ink, 1.0) * self._carrier * amp
+        static = (bg + ink[..., None]).astype(np.float32)
+        frames = np.repeat(static[None], self.num_frames, axis=0)
+        target = self.sprites[pool_pos[scene.digit]]
+        plate = self.plate_size
+        for t, (py, px) in enumerate(scene.positions):
+            win = (slice(py, py + plate), slice(px, px + plate))
+            local_ink = clutter_ink[win].copy()
+            local_ink[margin:margin + d, margin:margin + d] += target
+            frames[t][win] = (bg[win] + c.plate_contrast
+                              + (np.minimum(local_ink, 1.0) * self._carrier[win] * amp)[..., None])
+        return np.clip(frames * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+    def get(self, index: int, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+        """One example (docs/CONTRACTS.md): glance uint8 `[T, S, S, 3]`, label, labels, index."""
+        scene = self.scene(int(index), rng)
+        labels = np.full((self.max_labels,), -1, np.int32)
+        labels[0] = scene.label
+        return {"glance": self.render(scene), "label": np.asarray(scene.label, np.int32),
+                "labels": labels, "index": np.asarray(index, np.int64)}
+
+
+def create_source(data_config: ml_collections.ConfigDict, split: str) -> SyntheticSource:
+    """The `split` ("train" | "val" | "test") of the synthetic benchmark described by
+    `data_config` (`config.data`, with `format == "synthetic"` and a `synthetic` sub-config)."""
+    return SyntheticSource(data_config, split)
+
+
+__all__ = ["NUM_CLASSES", "SPLITS", "Scene", "SyntheticSource", "bounce", "create_source",
+           "default_synthetic_config", "digit_pools"]
