@@ -551,6 +551,36 @@ def randomize_batch_norm(module: nn.Module, generator: torch.Generator) -> nn.Mo
     return module
 
 
+@torch.no_grad()
+def calibrate_batch_norm(model: nn.Module, inputs: Sequence[torch.Tensor],
+                         generator: torch.Generator) -> nn.Module:
+    """Sets every BatchNorm's running statistics to the statistics of `model(*inputs)` in train
+    mode, then perturbs them and the affine parameters randomly; leaves the model in eval mode.
+
+    With PyTorch's default initialisation and unit running variances, the activations of a deep
+    random network shrink until every input gives almost the same output (and the same patch).
+    Calibrated statistics keep activations at unit scale, so the parity tests compare outputs that
+    really depend on the input and patch choices that differ between videos and frames.
+    """
+    norms = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: exactly this batch's statistics
+    model.train()
+    model(*inputs)
+    model.eval()
+    for m in norms:
+        m.momentum = 0.1
+        n = m.num_features
+        m.weight.copy_(torch.rand(n, generator=generator) * 0.8 + 0.6)
+        m.bias.copy_(torch.randn(n, generator=generator) * 0.2)
+        std = m.running_var.sqrt()
+        m.running_mean.add_(torch.randn(n, generator=generator) * 0.1 * std)
+        m.running_var.mul_(torch.rand(n, generator=generator) * 0.6 + 0.7)
+        m.num_batches_tracked.fill_(int(torch.randint(1, 1000, (1,), generator=generator)))
+    return model
+
+
 def tsm_pretrained_file(backbone: nn.Module, new_fc: nn.Linear, arch: str) -> dict:
     """A TSM `main.py` checkpoint: `module.base_model.*` (no head) + `module.new_fc.*` (§10.1).
 
@@ -603,3 +633,71 @@ def anet_file(model: ANetAdaFocus, with_policy: bool) -> dict:
             "policy": model.policy.state_dict() if with_policy else None,
             "acc": torch.tensor(75.0), "best_acc": torch.tensor(75.0),
             "optimizer": _optimizer_state(model.fc)}
+
+
+# --------------------------------------------------------------------------------------------------
+# Builders from a Flax model config (`adafocus_jax.models.default_model_config` / `tiny_model_config`)
+# --------------------------------------------------------------------------------------------------
+
+def _map_size(model_config) -> int:
+    return -(-model_config.glance_size // 32)  # ceil: stride-2 convs with symmetric padding
+
+
+def random_frames(batch: int, frames: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Normalised-looking random frames `[B, T, 3, S, S]` with spatial structure (smooth blobs plus
+    noise), so different patch locations see different content."""
+    coarse = torch.randn(batch * frames, 3, max(size // 8, 2), max(size // 8, 2),
+                         generator=generator)
+    smooth = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    noise = 0.3 * torch.randn(batch * frames, 3, size, size, generator=generator)
+    return (smooth + noise).reshape(batch, frames, 3, size, size)
+
+
+@torch.no_grad()
+def _spread_actor(policy: nn.Module, gain: float = 6.0) -> None:
+    """Scales the actor's weights (and zeroes its bias) so that, with random weights, the patch
+    choice depends strongly on the state and differs between videos / frames instead of sitting
+    on one cell; the official initialisation is PyTorch's default, which only matters for training."""
+    policy.actor[0].weight.mul_(gain)
+    policy.actor[0].bias.zero_()
+
+
+def build_sthsth(model_config, seed: int = 0, calibration_batch: int = 4) -> SthSthAdaFocus:
+    """The Sth-Sth reference matching `model_config` (random weights, calibrated and randomised BN),
+    in eval mode."""
+    torch.manual_seed(seed)
+    c = model_config
+    mobilenet = MobileNetV2("tsm", c.num_classes, c.glancer.width_mult, c.glancer.last_channel,
+                            num_segments=c.num_glance_frames)
+    focuser = SthSthFocuser(c.focuser.width, tuple(c.focuser.stage_sizes), c.num_focus_frames)
+    fc = nn.Linear(focuser.num_features, c.num_classes)
+    policy = ContinuousActorCritic(c.num_glance_frames * mobilenet.last_channel, _map_size(c),
+                                   c.policy.encoder_channels, c.policy.hidden_dim,
+                                   with_bn=c.policy.encoder_bn)
+    model = SthSthAdaFocus(Glancer(mobilenet), focuser, fc, policy, c.patch_size,
+                           c.num_glance_frames, c.num_focus_frames)
+    _spread_actor(policy)
+    gen = torch.Generator().manual_seed(seed + 1)
+    calibration = (random_frames(calibration_batch, c.num_glance_frames, c.input_size, gen),
+                   random_frames(calibration_batch, c.num_focus_frames, c.input_size, gen))
+    return calibrate_batch_norm(model, calibration, gen)
+
+
+def build_anet(model_config, seed: int = 0, calibration_batch: int = 4) -> ANetAdaFocus:
+    """The ActivityNet-family reference matching `model_config` (random weights, calibrated and
+    randomised BN), in eval mode."""
+    torch.manual_seed(seed)
+    c = model_config
+    mobilenet = MobileNetV2("torchvision", c.num_classes, c.glancer.width_mult,
+                            c.glancer.last_channel)
+    focuser = ANetFocuser(c.num_classes, c.focuser.width, tuple(c.focuser.stage_sizes))
+    fc = RecurrentClassifier(mobilenet.last_channel + focuser.num_features,
+                             c.classifier.hidden_dim, c.num_classes, c.classifier.dropout)
+    policy = DiscreteActorCritic(mobilenet.last_channel, _map_size(c), c.policy.encoder_channels,
+                                 c.policy.hidden_dim, c.policy.grid_size ** 2)
+    model = ANetAdaFocus(Glancer(mobilenet), focuser, fc, policy, c.patch_size)
+    _spread_actor(policy)
+    gen = torch.Generator().manual_seed(seed + 1)
+    frames = random_frames(calibration_batch, c.num_glance_frames, c.input_size, gen)
+    return calibrate_batch_norm(model, (frames,),
+                                gen)
