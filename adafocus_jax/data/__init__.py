@@ -28,6 +28,7 @@ _SOURCE_MODULES = {
     "webm": "adafocus_jax.data.ssv2_video",
     "tfds": "adafocus_jax.data.tfds_builders",
     "synthetic": "adafocus_jax.data.synthetic",
+    "random": "adafocus_jax.data.random_videos",  # tiny in-memory test videos
 }
 
 # Per-dataset facts of the official code (adafocus_v1.md §7.1, data_formats.md §2).
@@ -83,10 +84,18 @@ def default_data_config(dataset: str) -> ml_collections.ConfigDict:
     c.eval_num_clips = 1                 # > 1: multi-clip testing (not official)
     c.eval_num_crops = 1                 # 1 | 3 | 10 (not official beyond 1)
     c.on_error = "raise"                 # raise | skip (logged, counted, reported per epoch)
+    # webm: the official SSv2 release; videos in <root>/<video_dir>, JSONs in list_dir (or root).
     c.webm = ml_collections.ConfigDict(dict(
         video_dir="", labels_json="labels.json", train_json="train.json",
-        val_json="validation.json"))
-    c.tfds = ml_collections.ConfigDict(dict(name=f"adafocus_{dataset}", data_dir=""))
+        val_json="validation.json", test_json="test.json",
+        resize_height=256))              # like TSM's `ffmpeg -vf scale=-1:256` (0 = native)
+    # tfds: array_record datasets built by `python -m adafocus_jax.tools.build_tfds`.
+    c.tfds = ml_collections.ConfigDict(dict(
+        name=f"adafocus_{dataset}", data_dir="",
+        source_format="frames",          # what the builder reads: frames | webm
+        short_side=0,                    # > 0: frames with a longer shorter side are shrunk to it
+        jpeg_quality=90,                 # for frames that are re-encoded (resized / from webm)
+        frame_stride=1))                 # keep every k-th frame (long ActivityNet videos)
     return c
 
 
