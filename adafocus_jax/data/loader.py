@@ -97,6 +97,7 @@ class Loader:
         else:
             self.steps_per_epoch = math.ceil(self.num_examples / batch_size)
         self.skipped: list[tuple[int, int, str]] = []
+        self._template = None  # last usable example: shapes for all-skipped batches
 
     def __len__(self) -> int:
         if self.num_epochs is None:
@@ -132,10 +133,16 @@ class Loader:
                   indices: np.ndarray) -> dict[str, np.ndarray]:
         epoch = step // self.steps_per_epoch
         template = next((ex for ex, _ in results if ex is not None), None)
-        if template is None:
-            raise DataError(getattr(self.source, "origin", type(self.source).__name__),
-                            f"every video of batch {step} is unusable: "
-                            + "; ".join(msg for _, msg in results if msg))
+        if template is not None:
+            self._template = template
+        else:
+            # A batch with no usable video (e.g. the last eval batch: one bad row + padding):
+            # its rows are still zeros with mask False; only their shapes come from elsewhere.
+            template = self._shape_template(epoch)
+            if template is None:
+                raise DataError(getattr(self.source, "origin", type(self.source).__name__),
+                                f"every video of batch {step} is unusable: "
+                                + "; ".join(msg for _, msg in results if msg))
         examples, mask = [], []
         for index, (example, message) in zip(indices, results):
             if example is None:
@@ -153,6 +160,18 @@ class Loader:
                 mask.append(True)
             examples.append(example)
         return _collate(examples, mask)
+
+    def _shape_template(self, epoch: int):
+        """An example whose shapes/dtypes the zero rows copy: the last usable one, else the first
+        readable video of the split (read only for its shapes, never used as data)."""
+        if self._template is not None:
+            return self._template
+        for index in range(self.num_examples):
+            example, _ = self._read(epoch, index)
+            if example is not None:
+                self._template = example
+                return example
+        return None
 
     def skip_report(self, epoch: int | None = None) -> str:
         """A one-line summary of the skipped videos (of one epoch, or all)."""
