@@ -100,6 +100,16 @@ class AdafocusVideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
                               "video."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
 
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls):
+        """No builder source folder (no checksums file to look up): our data is manual only.
+
+        TFDS would otherwise locate this module's folder with a check that needs the
+        `importlib_resources` backport, which is not installed here.
+        """
+        return None
+
     def __init__(self, *, data_config: ml_collections.ConfigDict | None = None,
                  num_workers: int | None = None, **kwargs):
         """
