@@ -69,6 +69,43 @@ def normalize_returns(returns: jax.Array, eps: float = 1e-5) -> jax.Array:
     return centred / (jnp.sqrt(var) + eps)
 
 
+def normalize_returns_masked(returns: jax.Array, mask: jax.Array, eps: float = 1e-5) -> jax.Array:
+    """`normalize_returns` over the entries where `mask` is True only (padding/skipped videos).
+
+    With every entry valid it equals `normalize_returns` exactly; invalid entries come back as 0, so
+    they carry no advantage. With n valid entries the unbiased variance divides by max(n - 1, 1), so
+    one valid video gives 0, never NaN.
+
+    Args:
+      returns: `[B, S]` discounted returns.
+      mask: bool/float `[B]` (per video) or `[B, S]`.
+      eps: added to the std (1e-5, official).
+
+    Returns:
+      `[B, S]` normalised returns.
+    """
+    weights = jnp.broadcast_to(_expand_mask(mask, returns), returns.shape).astype(returns.dtype)
+    n = jnp.sum(weights)
+    mean = jnp.sum(returns * weights) / jnp.maximum(n, 1.0)
+    centred = (returns - mean) * weights
+    var = jnp.sum(centred * centred) / jnp.maximum(n - 1.0, 1.0)
+    return centred / (jnp.sqrt(var) + eps)
+
+
+def _expand_mask(mask: jax.Array, like: jax.Array) -> jax.Array:
+    """`[B]` → `[B, 1, ...]` so it broadcasts against `like` (`[B, S]`)."""
+    mask = jnp.asarray(mask)
+    return mask.reshape(mask.shape + (1,) * (like.ndim - mask.ndim))
+
+
+def _weighted_mean(x: jax.Array, weights: jax.Array | None) -> jax.Array:
+    """mean(x) or sum(x * w) / sum(w) (weights broadcast to `x`)."""
+    if weights is None:
+        return jnp.mean(x)
+    w = jnp.broadcast_to(_expand_mask(weights, x), x.shape).astype(x.dtype)
+    return jnp.sum(x * w) / jnp.maximum(jnp.sum(w), 1.0)
+
+
 # --------------------------------------------------------------------------------------------------
 # Categorical policy (ActivityNet family: a k*k grid of patch locations, one choice per frame).
 
@@ -152,7 +189,8 @@ class PolicyLossTerms(NamedTuple):
 
 def ppo_loss(log_probs: jax.Array, old_log_probs: jax.Array, values: jax.Array,
              norm_returns: jax.Array, entropy: jax.Array, *, clip_eps: float = 0.2,
-             value_coef: float = 0.5, entropy_coef: float = 0.01) -> PolicyLossTerms:
+             value_coef: float = 0.5, entropy_coef: float = 0.01,
+             weights: jax.Array | None = None) -> PolicyLossTerms:
     """The official PPO loss (clipped surrogate + value MSE - entropy bonus).
 
     Args:
@@ -164,10 +202,13 @@ def ppo_loss(log_probs: jax.Array, old_log_probs: jax.Array, values: jax.Array,
       clip_eps: PPO clip range (0.2).
       value_coef: weight of MSE(V, R_hat) (0.5).
       entropy_coef: weight of the entropy bonus (0.01).
+      weights: optional `[B]` or `[B, S]` mask; every mean becomes a weighted mean (padding rows and
+        skipped videos weigh 0). None = plain means, as the official code.
 
     Returns:
       `PolicyLossTerms`; `total` is the scalar to minimise.
     """
+    mean = lambda x: _weighted_mean(x, weights)  # noqa: E731
     old_log_probs = jax.lax.stop_gradient(old_log_probs)
     norm_returns = jax.lax.stop_gradient(norm_returns)
     advantages = norm_returns - jax.lax.stop_gradient(values)
@@ -175,32 +216,34 @@ def ppo_loss(log_probs: jax.Array, old_log_probs: jax.Array, values: jax.Array,
     ratio = jnp.exp(log_ratio)
     surrogate = jnp.minimum(ratio * advantages,
                             jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages)
-    policy_term = -jnp.mean(surrogate)
-    value_term = jnp.mean(jnp.square(values - norm_returns))
-    entropy_term = jnp.mean(entropy)
+    policy_term = -mean(surrogate)
+    value_term = mean(jnp.square(values - norm_returns))
+    entropy_term = mean(entropy)
     total = policy_term + value_coef * value_term - entropy_coef * entropy_term
     clipped = jnp.abs(ratio - 1.0) > clip_eps
     return PolicyLossTerms(
         total=total, policy=policy_term, value=value_term, entropy=entropy_term,
-        ratio_mean=jnp.mean(ratio), clip_fraction=jnp.mean(clipped.astype(jnp.float32)),
+        ratio_mean=mean(ratio), clip_fraction=mean(clipped.astype(jnp.float32)),
         # The low-variance estimator E[(r - 1) - log r] of KL(old || new).
-        approx_kl=jnp.mean((ratio - 1.0) - log_ratio))
+        approx_kl=mean((ratio - 1.0) - log_ratio))
 
 
 def reinforce_loss(log_probs: jax.Array, values: jax.Array, norm_returns: jax.Array,
                    entropy: jax.Array, *, value_coef: float = 0.5,
-                   entropy_coef: float = 0.01) -> PolicyLossTerms:
+                   entropy_coef: float = 0.01,
+                   weights: jax.Array | None = None) -> PolicyLossTerms:
     """REINFORCE with a learned baseline: -mean(log pi(a) * (R_hat - V)) + value MSE - entropy bonus.
 
     Its gradient equals the PPO gradient at ratio 1 (which is what the official K = 1 PPO computes);
     the value of the policy term differs (it is log pi * A, not ratio * A).
-    Shapes as in `ppo_loss`.
+    Shapes (and `weights`) as in `ppo_loss`.
     """
+    mean = lambda x: _weighted_mean(x, weights)  # noqa: E731
     norm_returns = jax.lax.stop_gradient(norm_returns)
     advantages = norm_returns - jax.lax.stop_gradient(values)
-    policy_term = -jnp.mean(log_probs * advantages)
-    value_term = jnp.mean(jnp.square(values - norm_returns))
-    entropy_term = jnp.mean(entropy)
+    policy_term = -mean(log_probs * advantages)
+    value_term = mean(jnp.square(values - norm_returns))
+    entropy_term = mean(entropy)
     total = policy_term + value_coef * value_term - entropy_coef * entropy_term
     one = jnp.ones((), jnp.float32)
     return PolicyLossTerms(total=total, policy=policy_term, value=value_term, entropy=entropy_term,

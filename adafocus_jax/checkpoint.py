@@ -1,0 +1,94 @@
+"""Orbax checkpoints of the train state: one `CheckpointManager` per stage directory.
+
+Layout: `WORKDIR/<stage>/checkpoints/<step>/` holding `{"step", "params", "batch_stats", "opt_state"}`.
+The last step of a stage is always saved, so "the latest step equals the stage length" means the
+stage is finished (a rerun skips it and hands its final variables to the next stage).
+
+Saves are asynchronous by default (`config.ckpt.async_save`); orbax writes into a temporary
+directory and renames it when complete, so a run killed at any moment (SIGKILL included) resumes
+from the last complete step. Every process calls every function here (orbax coordinates
+multi-host writes).
+"""
+
+import logging
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from adafocus_jax import parallel
+
+
+def checkpoint_dir(stage_dir: str) -> str:
+    return os.path.join(os.path.abspath(stage_dir), "checkpoints")
+
+
+def make_manager(stage_dir: str, *, max_to_keep: int = 2, async_save: bool = True,
+                 read_only: bool = False) -> ocp.CheckpointManager:
+    """The manager of one stage directory (`max_to_keep` <= 0 keeps everything)."""
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep if max_to_keep > 0 else None, create=not read_only,
+        enable_async_checkpointing=async_save, read_only=read_only)
+    return ocp.CheckpointManager(checkpoint_dir(stage_dir), options=options)
+
+
+def state_items(state) -> dict[str, Any]:
+    """The saved part of a `TrainState` (the optimizer `tx` is rebuilt from the config)."""
+    return {"step": state.step, "params": state.params, "batch_stats": state.batch_stats,
+            "opt_state": state.opt_state}
+
+
+def save(manager: ocp.CheckpointManager, state, *, wait: bool = False) -> None:
+    """Saves `state` at its own step (no-op if that step is already saved)."""
+    step = int(jax.device_get(state.step))
+    if step in manager.all_steps():
+        return
+    manager.save(step, args=ocp.args.StandardSave(state_items(state)), force=True)
+    if wait:
+        manager.wait_until_finished()
+
+
+def _abstract(tree: Any, mesh) -> Any:
+    sharding = parallel.replicated(mesh)
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+
+def restore(manager: ocp.CheckpointManager, state, mesh, step: int | None = None):
+    """Restores the latest (or `step`) checkpoint into the structure of `state`, replicated.
+
+    Raises:
+      ValueError if the saved tree does not match the state (e.g. a different model config),
+      naming the checkpoint directory.
+    """
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {manager.directory}")
+    target = _abstract(state_items(state), mesh)
+    try:
+        items = manager.restore(step, args=ocp.args.StandardRestore(target))
+    except (ValueError, KeyError) as e:
+        raise ValueError(f"checkpoint {manager.directory}/{step} does not match the current "
+                         f"model/optimizer (was the config changed since it was written?): {e}"
+                         ) from e
+    logging.info("restored %s/%d", manager.directory, step)
+    return state.replace(step=items["step"], params=items["params"],
+                         batch_stats=items["batch_stats"], opt_state=items["opt_state"])
+
+
+def load_variables_from_dir(path: str) -> dict[str, Any]:
+    """`{"params", "batch_stats"}` of the latest checkpoint of a stage directory (or of its
+    `checkpoints/` folder), as host numpy trees. Used to hand a finished stage of an earlier run to
+    a later stage, and as the fallback reader of `config.init_from`."""
+    path = os.path.abspath(path)
+    root = path if os.path.basename(path) == "checkpoints" else checkpoint_dir(path)
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"{path}: no stage checkpoint directory ({root} does not exist)")
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+    with ocp.CheckpointManager(root, options=options) as manager:
+        step = manager.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"{root}: no complete checkpoint")
+        items = manager.restore(step, args=ocp.args.StandardRestore())
+    return {"params": items["params"], "batch_stats": items.get("batch_stats", {})}

@@ -1,0 +1,151 @@
+"""Evaluation of a model on a whole split: top-1/top-5, the official mAP, the CE loss.
+
+    result = evaluate_model(config, model, variables, source, patch_mode="policy", batch_size=32)
+    result["top1"], result["top5"], result["map"], result["loss"], result["num_videos"]
+
+Every video is counted exactly once: the loader pads the last batch with `mask=False` rows and every
+sum is weighted by the mask (on every host, with the same number of batches). All networks run in
+eval mode. Patch modes:
+  * "policy": the deterministic policy (Gaussian mean / first argmax), the official inference;
+  * "random": the official random baseline patches (stage-1 validation; key = fold_in(seed, batch));
+  * "center": the centre patch;
+  * "glancer" / "focuser": the stage-0 single-network heads on whole frames, averaged over frames.
+"""
+
+import logging
+import time
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from adafocus_jax import data as data_lib
+from adafocus_jax import metrics as metrics_lib
+from adafocus_jax import parallel
+from adafocus_jax.data.transforms import normalize_jnp
+
+EVAL_PATCH_MODES = ("policy", "random", "center", "glancer", "focuser")
+
+# (id(model), patch_mode, with_scores, mesh) → (model, jitted step); keeps compiled steps across the
+# periodic evaluations of a run.
+_STEP_CACHE: dict[tuple, tuple[Any, Any]] = {}
+
+
+def make_eval_step(model, patch_mode: str, seed: int, with_scores: bool):
+    """`(variables, batch, batch_index) -> sums` for one batch (un-jitted).
+
+    Returns a dict of scalars `correct1`, `correct5`, `loss_sum`, `count` (masked sums) and, with
+    `with_scores`, `scores` `[B, C]` softmax probabilities for the mAP.
+    """
+    if patch_mode not in EVAL_PATCH_MODES:
+        raise ValueError(f"patch_mode must be one of {EVAL_PATCH_MODES}, got {patch_mode!r}")
+
+    def step(variables, batch, batch_index):
+        glance = normalize_jnp(batch["glance"])
+        focus = normalize_jnp(batch["focus"]) if "focus" in batch else None
+        labels = batch["label"]
+        mask = batch["mask"].astype(jnp.float32)
+        if patch_mode == "glancer":
+            logits = model.apply(variables, glance, False, method="glancer_logits")
+        elif patch_mode == "focuser":
+            logits = model.apply(variables, glance if focus is None else focus, False,
+                                 method="focuser_logits")
+        else:
+            key = jax.random.fold_in(jax.random.key(seed), batch_index)
+            rngs = dict(zip(("patches", "actions", "dropout"), jax.random.split(key, 3)))
+            logits = model.apply(variables, glance, focus, train=False, patch_mode=patch_mode,
+                                 rngs=rngs).logits
+        logits = logits.astype(jnp.float32)
+        out = {
+            "correct1": jnp.sum(metrics_lib.topk_correct(logits, labels, 1) * mask),
+            "correct5": jnp.sum(metrics_lib.topk_correct(logits, labels, 5) * mask),
+            "loss_sum": jnp.sum(metrics_lib.cross_entropy(logits, labels) * mask),
+            "count": jnp.sum(mask),
+        }
+        if with_scores:
+            out["scores"] = jax.nn.softmax(logits, axis=-1)
+        return out
+
+    return step
+
+
+def _jitted_step(model, patch_mode: str, seed: int, with_scores: bool, mesh):
+    key = (id(model), patch_mode, seed, with_scores, id(mesh))
+    cached = _STEP_CACHE.get(key)
+    if cached is not None and cached[0] is model:
+        return cached[1]
+    out_shardings = {"correct1": parallel.replicated(mesh), "correct5": parallel.replicated(mesh),
+                     "loss_sum": parallel.replicated(mesh), "count": parallel.replicated(mesh)}
+    if with_scores:
+        out_shardings["scores"] = parallel.batch_sharding(mesh)
+    fn = jax.jit(make_eval_step(model, patch_mode, seed, with_scores),
+                 out_shardings=out_shardings)
+    _STEP_CACHE[key] = (model, fn)
+    return fn
+
+
+def evaluate_model(config, model, variables: Mapping, source, *, patch_mode: str,
+                   batch_size: int, mesh=None, max_batches: int = 0) -> dict[str, float]:
+    """Evaluates `variables` on every video of `source` (or the first `max_batches` batches).
+
+    Args:
+      config: the run config (`seed`, `eval.metric`, `eval.multi_label`, `data.on_error`,
+        `train.num_workers`).
+      model: the AdaFocus module.
+      variables: `{"params", "batch_stats"}` (host or device arrays).
+      source: a data source (`len`, `get(index, None)`).
+      patch_mode: policy | random | center | glancer | focuser.
+      batch_size: the global eval batch (a multiple of the device count).
+      mesh: the data mesh (default: every device).
+      max_batches: > 0 stops after that many batches.
+
+    Returns:
+      {"top1", "top5", "loss", "map", "num_videos"}: accuracies and mAP in percent; "map" is the
+      official mAP when `config.eval.metric == "map"`, else NaN.
+    """
+    mesh = parallel.make_mesh() if mesh is None else mesh
+    parallel.check_batch_size(batch_size, mesh, "eval batch size")
+    with_map = config.eval.metric == "map"
+    step = _jitted_step(model, patch_mode, int(config.seed), with_map, mesh)
+    variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+    if not parallel.is_replicated(variables, mesh):
+        variables = parallel.replicate(variables, mesh)
+    loader = data_lib.make_loader(
+        source, batch_size=batch_size, shuffle=False, seed=int(config.seed), drop_remainder=False,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+        num_workers=int(config.train.get("num_workers", 0)), num_epochs=1,
+        on_error=config.data.get("on_error", "raise"))
+    totals = {"correct1": 0.0, "correct5": 0.0, "loss_sum": 0.0, "count": 0.0}
+    scores, labels, masks = [], [], []
+    start = time.time()
+    num_batches = 0
+    for index, host_batch in enumerate(loader):
+        if max_batches and index >= max_batches:
+            break
+        batch = parallel.shard_batch(host_batch, mesh)
+        out = step(variables, batch, np.int32(index))
+        for k in totals:
+            totals[k] += float(jax.device_get(out[k]))
+        if with_map:
+            scores.append(parallel.host_gather(out["scores"]))
+            labels.append(parallel.host_gather(batch["labels"] if "labels" in batch
+                                               else batch["label"]))
+            masks.append(parallel.host_gather(batch["mask"]))
+        num_batches += 1
+    count = totals["count"]
+    if count == 0:
+        raise ValueError(f"evaluation saw no valid video ({len(source)} in the split, "
+                         f"{num_batches} batches)")
+    result = {"top1": 100.0 * totals["correct1"] / count,
+              "top5": 100.0 * totals["correct5"] / count,
+              "loss": totals["loss_sum"] / count, "num_videos": int(round(count)),
+              "map": float("nan")}
+    if with_map:
+        keep = np.concatenate(masks).astype(bool)
+        result["map"] = metrics_lib.mean_average_precision(
+            np.concatenate(scores)[keep], np.concatenate(labels)[keep],
+            multi_label=bool(config.eval.multi_label))
+    logging.info("evaluated %d videos in %d batches (%.1f s)", result["num_videos"], num_batches,
+                 time.time() - start)
+    return result

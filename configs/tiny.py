@@ -1,0 +1,42 @@
+"""A tiny config for tests and smoke runs: the official recipe and architecture of a dataset family
+with tiny widths, 64x64 random in-memory videos and a few steps per stage.
+
+    python main.py --config=configs/tiny.py --workdir=/tmp/tiny                # Sth-Sth family
+    python main.py --config=configs/tiny.py:actnet --workdir=/tmp/tiny_anet    # ActivityNet family
+    python main.py --config=configs/tiny.py --workdir=/tmp/t --config.run_stages=stage1 \
+        --config.train.num_steps=2
+
+Each stage runs E + 1 = 2 epochs of 32 / 8 = 4 steps (8 steps per stage).
+"""
+
+import ml_collections
+
+from adafocus_jax import data, models, stages
+
+
+def get_config(arg=None):
+    dataset = (arg or "sthv2").strip()
+    if dataset not in ("sthv1", "sthv2", "actnet", "fcvid", "minik"):
+        raise ValueError(f"configs/tiny.py: unknown dataset option {dataset!r}")
+    config = ml_collections.ConfigDict()
+    config.dataset = dataset
+    config.model = models.tiny_model_config(dataset)
+    d = data.default_data_config(dataset)
+    d.format = "random"
+    d.num_classes = config.model.num_classes
+    d.input_size = config.model.input_size
+    d.scale_size = config.model.input_size
+    d.num_glance_frames = config.model.num_glance_frames
+    d.num_focus_frames = config.model.num_focus_frames
+    d.random = ml_collections.ConfigDict(dict(num_train=32, num_val=12, num_test=12))
+    config.data = d
+    stages.add_training_config(config)
+    for name in config.stages.keys():
+        recipe = config.stages[name]
+        recipe.num_epochs = 1
+        recipe.batch_size = 8
+        recipe.eval_every_epochs = 1
+    config.train.log_every_steps = 2
+    config.train.eval_batch_size = 8
+    config.ckpt.max_to_keep = 2
+    return config
