@@ -8,6 +8,7 @@ Every file kind the official code and README release is understood (§10.1):
 | `tsm_resnet50` | `resnet50_segment12.pth.tar` | focuser; its `new_fc` becomes the classifier's `fc` |
 | `sthsth` | Sth-Sth stage-1/2/3 `checkpoint.pth.tar`, `model_best.pth.tar`, `144x144.pth.tar`, ... | glancer, focuser, classifier (+ policy from stage 2 on) |
 | `actnet` | `globalcnn`/`localcnn.pth.tar` (stage 0), `128checkpoint.pth.tar` (stage 1), `128s3_checkpoint.pth.tar` (stage 3) | glancer, focuser, classifier (+ policy when the file has one) |
+| `imagenet_mobilenetv2`, `imagenet_resnet50` | torchvision ImageNet state dicts (`mobilenet_v2-b0353104.pth`, `resnet50-0676ba61.pth`), where the official ActivityNet stage 0 starts | glancer / focuser; the 1000-way head is re-initialised (`head_seed`) |
 
 A file that holds only some modules converts to those modules only. Three ways to end with a full
 variable tree:
@@ -50,6 +51,7 @@ import pickle
 import zipfile
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
@@ -158,9 +160,12 @@ class _Source:
     where: str
     prefix: str = ""
     rename: Callable[[str], str] | None = None
+    # ImageNet files: the 1000-way head is not converted; the module keeps a fresh head.
+    fresh_head: bool = False
 
     def file_key(self, key: str) -> str:
         return self.rename(key) if self.rename is not None else self.prefix + key
+
 
 @dataclasses.dataclass(frozen=True)
 class CheckpointInfo:
@@ -227,6 +232,8 @@ def _split_sources(path: str, ckpt: dict) -> tuple[str, str, dict[str, _Source]]
         raise CheckpointError(f"{path}: a TSM checkpoint of neither MobileNetV2 nor ResNet "
                               f"(first keys {sorted(state)[:3]}); arch={ckpt.get('arch')!r}")
 
+    if ckpt and all(_is_tensor(v) for v in ckpt.values()):
+        return _split_bare_state_dict(path, ckpt)
     if not any(k in ckpt for k in ("glancer", "focuser", "fc", "model_state_dict")):
         raise CheckpointError(
             f"{path}: not an AdaFocus or TSM checkpoint: top-level keys {sorted(ckpt)[:10]}; "
@@ -281,6 +288,26 @@ def _split_sources(path: str, ckpt: dict) -> tuple[str, str, dict[str, _Source]]
     return family, family, sources
 
 
+def _split_bare_state_dict(path: str, ckpt: dict) -> tuple[str, str, dict[str, _Source]]:
+    """A bare torchvision ImageNet state dict (what `torchvision.models.*(pretrained=True)`
+    downloads): the starting point of the official ActivityNet stage 0 (§2.3, §2.5, §4.3)."""
+    prefix = "module." if all(k.startswith("module.") for k in ckpt) else ""
+    state = {f"net.{k[len(prefix):]}": v for k, v in ckpt.items()}
+
+    def rename(key: str) -> str:
+        return prefix + key[len("net."):]
+
+    if "net.features.1.conv.0.0.weight" in state:
+        return "imagenet_mobilenetv2", "actnet", {"glancer": _Source(
+            state, "the state dict", rename=rename, fresh_head=True)}
+    if "net.conv1.weight" in state and "net.layer1.0.conv1.weight" in state:
+        return "imagenet_resnet50", "actnet", {"focuser": _Source(
+            state, "the state dict", rename=rename, fresh_head=True)}
+    raise CheckpointError(
+        f"{path}: a bare state dict that is neither a torchvision MobileNetV2 nor a ResNet "
+        f"(first keys {sorted(ckpt)[:3]}); expected an AdaFocus, TSM or torchvision checkpoint")
+
+
 def _warn_if_policies_differ(path, policy_sources):
     first = policy_sources[0]
     for other in policy_sources[1:]:
@@ -294,6 +321,8 @@ def _warn_if_policies_differ(path, policy_sources):
 def _stage_guess(kind: str, ckpt: dict, modules: Sequence[str]) -> str:
     if kind.startswith("tsm_"):
         return "TSM pre-training"
+    if kind.startswith("imagenet_"):
+        return "ImageNet pre-training"
     if kind == "sthsth":
         if "policy" not in modules:
             return "stage 1"
@@ -502,6 +531,7 @@ class _Converter:
         self.params: dict = {}
         self.stats: dict = {}
         self.used: set[str] = set()
+        self.skip: set[tuple] = set()  # Flax sub-modules deliberately left out
 
     def _take(self, key: str):
         if key not in self.source.state:
@@ -574,7 +604,8 @@ class _Converter:
                 f"{self.module} (the file's network is larger than config.model?): {names}")
         for collection, expected, got in (("params", self.expected_params, self.params),
                                           ("batch_stats", self.expected_stats, self.stats)):
-            missing = sorted("/".join(p) for p in set(expected) - set(got))
+            missing = sorted("/".join(p) for p in set(expected) - set(got)
+                             if p[:1] not in self.skip)
             if missing:
                 raise CheckpointError(
                     f"{self.path}: the file gives no value for {collection}/{self.module}/"
@@ -583,7 +614,8 @@ class _Converter:
                 traverse_util.unflatten_dict(self.stats))
 
 
-def _convert_module(path: str, module: str, source: _Source, cfg, expected: Mapping):
+def _convert_module(path: str, module: str, source: _Source, cfg, expected: Mapping,
+                    head_seed: int = 0):
     if module == "glancer":
         entries = _mobilenet_entries(cfg, _mobilenet_layout(path, source))
     elif module == "focuser":
@@ -595,9 +627,29 @@ def _convert_module(path: str, module: str, source: _Source, cfg, expected: Mapp
 
     converter = _Converter(path, module, source, expected["params"].get(module, {}),
                            expected["batch_stats"].get(module, {}), source.file_key)
+    head = None
+    if source.fresh_head:
+        head, base = entries[-1][0], entries[-1][1]
+        if head not in (("classifier",), ("fc",)):  # pragma: no cover - name maps end with heads
+            raise AssertionError(entries[-1])
+        entries = entries[:-1]
+        # Consumed but not converted: the official stage 0 replaces the ImageNet head.
+        converter.used.update(k for k in (base + ".weight", base + ".bias") if k in source.state)
+        converter.skip.add(head)
     for flax_path, base, op in entries:
         converter.add(flax_path, base, op)
-    return converter.finish()
+    params, stats = converter.finish()
+    if head is not None:
+        params[head[0]] = _fresh_head(head_seed, expected["params"][module][head[0]])
+    return params, stats
+
+
+def _fresh_head(seed: int, spec: Mapping) -> dict:
+    """A head re-initialised like the model's own `nn.Dense` (LeCun normal kernel, zero bias)."""
+    kernel = spec["kernel"]
+    dense = nn.Dense(kernel.shape[1], dtype=kernel.dtype)
+    variables = dense.init(jax.random.key(seed), np.zeros((1, kernel.shape[0]), kernel.dtype))
+    return jax.tree.map(np.asarray, dict(variables["params"]))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -616,7 +668,7 @@ def abstract_variables(config) -> dict:
 
 def load_torch_checkpoint(path: str, config, *, parts: Iterable[str] | None = None,
                           init_variables: Mapping | None = None,
-                          allow_partial: bool = False) -> dict:
+                          allow_partial: bool = False, head_seed: int = 0) -> dict:
     """Converts an official PyTorch checkpoint into Flax variables for `config`.
 
     Args:
@@ -628,6 +680,8 @@ def load_torch_checkpoint(path: str, config, *, parts: Iterable[str] | None = No
         supplies every module not taken from the file. Its modules are replaced, not modified.
       allow_partial: without `init_variables`, return only the converted modules instead of
         raising when the file does not cover the whole model.
+      head_seed: seed of the freshly initialised head of an ImageNet backbone (its 1000-way
+        classifier is dropped, as the official stage 0 replaces it by a C-way one).
 
     Returns:
       `{'params': ..., 'batch_stats': ...}` of numpy arrays (jax arrays for modules that come from
@@ -660,7 +714,7 @@ def load_torch_checkpoint(path: str, config, *, parts: Iterable[str] | None = No
     expected = abstract_variables(cfg) if init_variables is None else init_variables
     converted = {"params": {}, "batch_stats": {}}
     for module in wanted:
-        params, stats = _convert_module(path, module, sources[module], cfg, expected)
+        params, stats = _convert_module(path, module, sources[module], cfg, expected, head_seed)
         converted["params"][module] = params
         if stats:
             converted["batch_stats"][module] = stats
