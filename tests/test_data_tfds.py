@@ -14,7 +14,7 @@ from adafocus_jax import data as data_lib
 from adafocus_jax.data import tfds_builders
 from adafocus_jax.data.errors import DataError
 
-from test_data_util import frame_ids, make_frame_dataset, write_list, write_webm
+from test_data_util import frame_ids, make_frame_dataset, write_webm
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -140,4 +140,38 @@ def test_builds_and_reads_without_tensorflow(tmp_path):
                             timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "OK (16, 32, 32, 3) 4" in result.stdout
-    assert write_list  # helper imported for symmetry with the other data tests
+
+
+def test_build_tfds_command_line(tmp_path):
+    c = _sth_dataset(str(tmp_path / "frames"))
+    result = subprocess.run(
+        [sys.executable, "-m", "adafocus_jax.tools.build_tfds", "--config=configs/sthv1.py",
+         f"--config.data.root={c.root}", f"--data_dir={tmp_path / 'tfds'}", "--workers=1"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "adafocus_sthv1: train 2, validation 2 ->" in result.stdout
+    assert os.path.isdir(tmp_path / "tfds" / "adafocus_sthv1" / "1.0.0")
+
+
+def test_per_process_rows_partition_each_global_batch(tmp_path):
+    """Sharding is the loader's: process p reads rows [p*b, (p+1)*b) of every global batch."""
+    root = str(tmp_path / "frames")
+    c = make_frame_dataset(root, "sthv2", [(f"v{i}", 10 + i, [i]) for i in range(6)], split="val")
+    make_frame_dataset(root, "sthv2", [("v0", 10, [0])])
+    tfds_builders.build(c, data_dir=str(tmp_path / "tfds"), num_workers=1)
+    c.format, c.tfds.data_dir = "tfds", str(tmp_path / "tfds")
+    source = data_lib.create_source(c, "val")
+    per_process = [list(data_lib.make_loader(source, batch_size=4, shuffle=True, seed=3,
+                                             num_epochs=1, drop_remainder=False,
+                                             process_index=p, process_count=2))
+                   for p in range(2)]
+    single = list(data_lib.make_loader(source, batch_size=4, shuffle=True, seed=3, num_epochs=1,
+                                       drop_remainder=False))
+    for step, whole in enumerate(single):
+        halves = [per_process[p][step] for p in range(2)]
+        np.testing.assert_array_equal(np.concatenate([h["index"] for h in halves]),
+                                      whole["index"])
+        np.testing.assert_array_equal(np.concatenate([h["glance"] for h in halves]),
+                                      whole["glance"])
+    seen = sorted(int(i) for b in single for i, m in zip(b["index"], b["mask"]) if m)
+    assert seen == list(range(6))
