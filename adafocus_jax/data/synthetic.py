@@ -22,8 +22,9 @@ is static; the per-frame target box is recorded (`SyntheticSource.scene(...).box
 Splits: "train", "val" and "test" draw their digits from disjoint pools of the 1,797 sklearn digits
 (a fixed permutation: test, then val, then train), and clutter fragments come from the same split's
 pool, so held-out videos contain no pixel of a training digit. Each video is a pure function of
-(seed, split, index); with a training `rng` (the loader's per-example generator) the digit stays the
-one of `index` but its trajectory, clutter and background are drawn afresh — unlimited augmentation.
+(seed, split, index); with a training `rng` (the loader's per-example generator, seeded by
+(seed, epoch, index)) the digit, trajectory, clutter and background are all drawn from it — every epoch is a fresh set of
+videos over the whole training pool.
 
     source = create_source(config.data, "test")      # config.data.format == "synthetic"
     example = source.get(3, None)                    # {"glance", "label", "labels", "index"}
@@ -208,7 +209,11 @@ class SyntheticSource:
         c = self.config
         if rng is None:
             rng = np.random.default_rng([int(c.seed), _SPLIT_CODES[self.split], 0, int(index)])
-        k = int(self._order[index % len(self.pool)])
+            k = int(self._order[index % len(self.pool)])
+        else:
+            # Training draw: any digit of the pool, so that every epoch (the loader seeds `rng`
+            # with the epoch) covers the whole pool even when num_videos < pool size.
+            k = int(rng.integers(len(self.pool)))
         s, t, d, plate = self.frame_size, self.num_frames, int(c.digit_size), self.plate_size
         span = s - plate
         start = rng.uniform(0, span, size=2)

@@ -1,0 +1,180 @@
+"""The cluttered-moving-digits source: contract, determinism, boxes, held-out digits, and the
+property the benchmark rests on (the glance cannot see the strokes, the local network can)."""
+
+import importlib.util
+import os
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from adafocus_jax import data as data_lib
+from adafocus_jax import models, stages
+from adafocus_jax.data import synthetic
+from adafocus_jax.data.errors import DataError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def data_config(size=64, frames=3, **overrides) -> ml_collections.ConfigDict:
+    c = synthetic.default_synthetic_config()
+    c.num_videos = ml_collections.ConfigDict(dict(train=20, val=6, test=6))
+    c.digit_size = 16
+    for k, v in overrides.items():
+        c[k] = v
+    return ml_collections.ConfigDict(dict(
+        format="synthetic", input_size=size, num_glance_frames=frames, max_labels=3,
+        num_classes=10, separate_focus_frames=False, synthetic=c))
+
+
+def load_config(arg=None):
+    spec = importlib.util.spec_from_file_location("synthetic_config",
+                                                  os.path.join(ROOT, "configs", "synthetic.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def test_example_contract_and_determinism():
+    dc = data_config()
+    source = data_lib.create_source(dc, "test")      # dispatched on format == "synthetic"
+    assert isinstance(source, synthetic.SyntheticSource) and len(source) == 6
+    ex = source.get(2, None)
+    assert set(ex) == {"glance", "label", "labels", "index"}
+    assert ex["glance"].dtype == np.uint8 and ex["glance"].shape == (3, 64, 64, 3)
+    assert ex["label"].dtype == np.int32 and ex["label"].shape == ()
+    assert ex["labels"].dtype == np.int32 and ex["labels"].tolist() == [int(ex["label"]), -1, -1]
+    assert ex["index"].dtype == np.int64 and int(ex["index"]) == 2
+    again = data_lib.create_source(dc, "test").get(2, None)
+    np.testing.assert_array_equal(ex["glance"], again["glance"])
+    assert not np.array_equal(ex["glance"], source.get(3, None)["glance"])
+    # Another seed gives other videos; training rngs are reproducible and differ from each other.
+    other = data_config()
+    other.synthetic.seed = 1
+    assert not np.array_equal(ex["glance"], synthetic.create_source(other, "test").get(2)["glance"])
+    train = synthetic.create_source(dc, "train")
+    a = train.get(0, np.random.default_rng([0, 1, 0]))["glance"]
+    np.testing.assert_array_equal(a, train.get(0, np.random.default_rng([0, 1, 0]))["glance"])
+    assert not np.array_equal(a, train.get(0, np.random.default_rng([0, 2, 0]))["glance"])
+
+
+def test_held_out_digits_are_disjoint_from_training_digits():
+    pools = synthetic.digit_pools(300, 300)
+    assert sum(len(p) for p in pools.values()) == synthetic.NUM_DIGITS
+    assert not set(pools["train"]) & set(pools["test"])
+    assert not set(pools["train"]) & set(pools["val"])
+    assert not set(pools["val"]) & set(pools["test"])
+    dc = data_config()
+    for split in synthetic.SPLITS:
+        source = synthetic.create_source(dc, split)
+        allowed = set(pools[split].tolist())
+        for i in range(len(source)):
+            rng = np.random.default_rng(i) if split == "train" else None
+            scene = source.scene(i, rng)
+            # The target and every clutter fragment come from the split's own pool.
+            assert scene.digit in allowed
+            assert {c[0] for c in scene.clutter} <= allowed
+            assert all(c[0] != scene.digit for c in scene.clutter)
+    # Held-out videos cover several classes (the label is the target digit's class).
+    test = synthetic.create_source(dc, "test")
+    labels = {test.scene(i).label for i in range(len(test))}
+    assert len(labels) >= 3
+
+
+def test_target_lies_inside_the_recorded_box():
+    # No clutter, noise or background texture: every stroke pixel belongs to the target.
+    dc = data_config(size=64, frames=5, num_clutter=0, noise_std=0.0, background_contrast=0.0,
+                     speed_min=3.0, speed_max=4.0)
+    source = synthetic.create_source(dc, "val")
+    c = dc.synthetic
+    yy, xx = np.mgrid[:64, :64]
+    carrier = np.where((yy + xx) % 2 == 0, 1.0, -1.0)
+    for index in range(len(source)):
+        scene = source.scene(index)
+        frames = source.render(scene).astype(np.float64) / 255.0
+        sprite = source.sprites[list(source.pool).index(scene.digit)]
+        assert scene.boxes.shape == (5, 4) and (scene.boxes[:, 2:] - scene.boxes[:, :2] == 16).all()
+        assert len({tuple(p) for p in scene.positions}) > 1, "the target must move"
+        for t in range(5):
+            y0, x0, y1, x1 = scene.boxes[t]
+            assert 0 <= y0 < y1 <= 64 and 0 <= x0 < x1 <= 64
+            py, px = scene.positions[t]
+            plate = np.zeros((64, 64), bool)
+            plate[py:py + source.plate_size, px:px + source.plate_size] = True
+            level = c.background_level + np.where(plate, c.plate_contrast, 0.0)
+            ink = (frames[t].mean(-1) - level) * carrier / c.ink_contrast   # demodulated strokes
+            inside = np.zeros((64, 64), bool)
+            inside[y0:y1, x0:x1] = True
+            assert np.abs(ink[~inside]).max() < 0.02, "ink outside the recorded box"
+            np.testing.assert_allclose(ink[y0:y1, x0:x1], sprite, atol=0.02)
+
+
+def test_glance_resolution_hides_strokes_but_shows_the_plate():
+    dc = data_config(size=96, frames=1, num_clutter=20, noise_std=0.0, background_contrast=0.0)
+    source = synthetic.create_source(dc, "test")
+    frame = source.get(0)["glance"][0].astype(np.float32)
+    glance = np.asarray(jax.image.resize(frame, (48, 48, 3), "linear", antialias=True))
+    scene = source.scene(0)
+    py, px = scene.positions[0]
+    c = dc.synthetic
+    bg, plate = 255 * c.background_level, 255 * (c.background_level + c.plate_contrast)
+    # Full resolution: strokes swing by ± ink_contrast around the local level.
+    assert np.abs(frame - bg).max() > 0.8 * 255 * c.ink_contrast
+    # Glance resolution (antialiased ×2): away from the plate edge everything is flat — the
+    # digit and the clutter fragments vanish — while the plate still stands out.
+    inner = glance[py // 2 + 2:(py + source.plate_size) // 2 - 2,
+                   px // 2 + 2:(px + source.plate_size) // 2 - 2]
+    assert np.abs(inner - plate).max() < 0.1 * 255 * c.ink_contrast
+    outside = np.ones((48, 48), bool)
+    outside[max(py // 2 - 2, 0):(py + source.plate_size) // 2 + 2,
+            max(px // 2 - 2, 0):(px + source.plate_size) // 2 + 2] = False
+    assert np.abs(glance[outside] - bg).max() < 0.1 * 255 * c.ink_contrast
+    assert inner.mean() - bg > 0.8 * 255 * c.plate_contrast
+
+
+def test_bounce_stays_inside_and_keeps_speed():
+    pos = synthetic.bounce(np.array([1.0, 39.0]), np.array([-3.0, 2.5]), 30, 40)
+    assert pos.min() >= 0 and pos.max() <= 40
+    steps = np.abs(np.diff(pos, axis=0))
+    assert steps[:, 0].max() <= 3 and steps[:, 1].max() <= 3
+    # First step: row 1 - 3 = -2 reflects to 2, column 39 + 2.5 = 41.5 reflects to 38.5.
+    assert pos[1, 0] == 2 and pos[1, 1] in (38, 39)
+
+
+def test_bad_input_errors():
+    dc = data_config()
+    with pytest.raises(ValueError, match="unknown split"):
+        synthetic.create_source(dc, "holdout")
+    with pytest.raises(DataError, match=r"synthetic:val: video index 6 out of range"):
+        synthetic.create_source(dc, "val").get(6)
+    bad = data_config()
+    bad.num_classes = 7
+    with pytest.raises(ValueError, match="num_classes=7"):
+        synthetic.create_source(bad, "val")
+    bad = data_config(digit_size=60)
+    with pytest.raises(ValueError, match="digit_size=60"):
+        synthetic.create_source(bad, "val")
+    with pytest.raises(ValueError, match="test_digits"):
+        synthetic.digit_pools(1000, 900)
+
+
+@pytest.mark.parametrize("arg", [None, "quick"])
+def test_config_builds_every_stage(arg):
+    config = load_config(arg)
+    models.validate_model_config(config.model)
+    names = stages.stage_names(config)
+    assert names and set(names) == set(config.stages.keys())
+    for name in names:
+        recipe = stages.resolve_recipe(config, name)
+        assert recipe.batch_size > 0 and recipe.trained_modules
+    m, d = config.model, config.data
+    assert (d.input_size, d.num_glance_frames, d.num_classes) == (
+        m.input_size, m.num_glance_frames, m.num_classes)
+    assert m.glance_resize != "nearest" and m.glance_size * 2 <= m.input_size
+    assert 0.05 <= m.patch_size ** 2 / m.input_size ** 2 <= 0.15
+    assert config.benchmark.enabled and config.benchmark.split == "test"
+    source = synthetic.create_source(d, "test")
+    assert source.get(0)["glance"].shape == (m.num_glance_frames, m.input_size, m.input_size, 3)
+    with pytest.raises(ValueError, match="unknown options"):
+        load_config("fast")
