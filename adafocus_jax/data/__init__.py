@@ -12,6 +12,11 @@ What an example holds is fixed in docs/CONTRACTS.md. `config.data.format` picks 
 | `webm` | `adafocus_jax.data.ssv2_video` | the official SSv2 release (`.webm` + JSON labels) |
 | `tfds` | `adafocus_jax.data.tfds_builders` | a TFDS dataset built from either of the above |
 | `synthetic` | `adafocus_jax.data.synthetic` | nothing: cluttered moving digits made on the fly |
+
+Preparing data: `python -m adafocus_jax.tools.extract_frames` (videos -> frame folders + list
+file, the official `scale=-1:360`, `image_{:05d}.jpg`), `python -m adafocus_jax.tools.build_tfds`
+(frame folders or SSv2 webm -> array_record TFDS). Multi-host: every process opens the whole
+split and the loader hands process p rows `[p*b, (p+1)*b)` of each global batch.
 """
 
 import importlib

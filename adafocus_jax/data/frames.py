@@ -152,13 +152,13 @@ class ExampleMaker:
             glance_views.append(self._spatial([by_index[int(i)] for i in glance_idx], rng))
             if focus_idx is not None:
                 focus_views.append(self._spatial([by_index[int(i)] for i in focus_idx], rng))
-        # Each entry is [crops, T, S, S, 3]; views are clip-major.
-        glance = np.concatenate(glance_views)
-        single = glance.shape[0] == 1
-        example = {"glance": glance[0] if single else glance}
+        # Each entry is [crops, T, S, S, 3]; views are clip-major. One view: no copy.
+        def join(views):
+            return views[0][0] if len(views) == 1 and len(views[0]) == 1 else np.concatenate(views)
+
+        example = {"glance": join(glance_views)}
         if focus_views:
-            focus = np.concatenate(focus_views)
-            example["focus"] = focus[0] if single else focus
+            example["focus"] = join(focus_views)
         label_row = arrange_labels(labels, self.max_labels, rng, self.shuffle_labels)
         example["label"] = np.asarray(label_row[0], np.int32)
         example["labels"] = label_row
