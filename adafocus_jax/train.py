@@ -291,7 +291,7 @@ def policy_loss(model: models.AdaFocus, recipe: stages.StageRecipe, variables: M
 
 
 def _grad_norms(grads: Mapping) -> dict[str, jax.Array]:
-    return {f"grad_norm_{m}": optax.global_norm(g) for m, g in grads.items()}
+    return {f"grad_norm_{m}": optax.tree.norm(g) for m, g in grads.items()}
 
 
 def make_train_step(model: models.AdaFocus, recipe: stages.StageRecipe,

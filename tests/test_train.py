@@ -1,0 +1,238 @@
+"""The jitted train steps of every stage recipe, on 8 fake CPU devices, and evaluation counting.
+
+Each step test checks what the recipe promises: the trained modules move, frozen ones are
+bit-identical, and BatchNorm statistics move exactly for the modules the recipe runs in train mode.
+"""
+
+import copy
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from adafocus_jax import evaluate, metrics, parallel, rl, stages, train
+from adafocus_jax import data as data_lib
+from adafocus_jax.data.transforms import normalize
+from train_helpers import host_batch, setup, stage_state, to_host
+
+
+def _changed(a, b) -> bool:
+    return any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def _run_one_step(dataset, name, mesh=None, config=None, **ppo):
+    base_config, model, variables = setup(dataset)
+    config = config or base_config
+    mesh = mesh or parallel.make_mesh()
+    state, recipe, schedules = stage_state(config, variables, name, mesh, **ppo)
+    step = train.jit_train_step(train.make_train_step(model, recipe, schedules, seed=5), mesh,
+                                donate=False)
+    batch = parallel.shard_batch(host_batch(config), mesh)
+    new_state, step_metrics = step(state, batch)
+    return recipe, state, new_state, to_host(step_metrics)
+
+
+@pytest.mark.parametrize("dataset,name", [
+    ("sthv2", "stage1"), ("sthv2", "stage2"), ("sthv2", "stage3"),
+    ("actnet", "stage0_glancer"), ("actnet", "stage0_focuser"), ("actnet", "stage1"),
+    ("actnet", "stage3")])
+def test_one_step_per_stage_on_8_devices(dataset, name):
+    assert jax.device_count() == 8
+    recipe, state, new_state, step_metrics = _run_one_step(dataset, name)
+    assert np.isfinite(step_metrics["loss"]), step_metrics
+    assert int(new_state.step) == 1
+    replicated = parallel.replicated(parallel.make_mesh())
+    for leaf in jax.tree.leaves(new_state.params):
+        assert leaf.sharding.is_equivalent_to(replicated, leaf.ndim)
+    before, after = to_host(state), to_host(new_state)
+    for module in stages.MODULES:
+        moved = _changed(before.params[module], after.params[module])
+        assert moved == (module in recipe.trained_modules), (module, recipe.trained_modules)
+        if module in before.batch_stats:
+            stats_moved = _changed(before.batch_stats[module], after.batch_stats[module])
+            assert stats_moved == recipe.modes[module], (module, recipe.modes)
+    for module in recipe.trained_modules:
+        assert step_metrics[f"grad_norm_{module}"] > 0
+        assert step_metrics[f"lr_{module}"] == pytest.approx(recipe.lr[module])
+
+
+def test_released_lr_bug_trains_only_the_stem_but_moves_bn_statistics():
+    """Sth-Sth stage 1 as released: only focuser/conv1 trains, yet the focuser's BN statistics (train
+    mode) move; the frozen classifier does not move at all."""
+    config, _, _ = setup("sthv2")
+    config = copy.deepcopy(config)
+    config.reproduce_released_lr_bug = True
+    recipe, state, new_state, _ = _run_one_step("sthv2", "stage1", config=config)
+    before, after = to_host(state), to_host(new_state)
+    stem = "conv1"
+    assert _changed(before.params["focuser"][stem], after.params["focuser"][stem])
+    rest = {k: v for k, v in before.params["focuser"].items() if k != stem}
+    rest_after = {k: v for k, v in after.params["focuser"].items() if k != stem}
+    assert not _changed(rest, rest_after)
+    assert not _changed(before.params["classifier"], after.params["classifier"])
+    assert _changed(before.batch_stats["focuser"], after.batch_stats["focuser"])
+    assert not _changed(before.batch_stats["glancer"], after.batch_stats["glancer"])
+
+
+def _hand_returns(rewards, gamma):
+    out = np.zeros_like(rewards)
+    running = np.zeros(rewards.shape[0])
+    for t in reversed(range(rewards.shape[1])):
+        running = rewards[:, t] + gamma * running
+        out[:, t] = running
+    return out
+
+
+def test_ppo_step_rewards_returns_and_loss_by_hand():
+    """ActivityNet stage 2 (categorical, 3 steps, GRU classifier), one video masked out.
+
+    The rewards are recomputed with the full model on explicitly given patch offsets (policy patches
+    everywhere vs. a random patch at step t only), the returns and their normalisation with NumPy,
+    and the K = 1 PPO loss from those (ratio = 1, so the surrogate is -mean(A))."""
+    config, model, variables = setup("actnet")
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    state, recipe, _ = stage_state(config, variables, "stage2", mesh)
+    batch_np = host_batch(config)
+    batch_np["mask"][3] = False
+    batch = parallel.shard_batch(batch_np, mesh)
+    rollout = jax.jit(lambda v, b: train.ppo_rollout(model, recipe, v, b, jax.random.key(9)))(
+        state.variables, batch)
+    rollout = to_host(rollout)
+    labels = batch_np["label"]
+    mask = batch_np["mask"]
+
+    glance = jnp.asarray(normalize(batch_np["glance"]))
+    apply = jax.jit(lambda v, g, o: model.apply(v, g, None, train=False, patch_mode="given",
+                                                patch_offsets=o).step_logits)
+    policy_offsets = rollout["offsets"]
+    probs = jax.nn.softmax(apply(state.variables, glance, policy_offsets), axis=-1)
+    p_policy = np.take_along_axis(np.asarray(probs), labels[:, None, None], -1)[..., 0]
+    steps = policy_offsets.shape[1]
+    p_random = np.zeros_like(p_policy)
+    for t in range(steps):
+        mixed = policy_offsets.copy()
+        mixed[:, t] = rollout["random_offsets"][:, t]
+        probs_t = np.asarray(jax.nn.softmax(apply(state.variables, glance, mixed), axis=-1))
+        p_random[:, t] = probs_t[np.arange(len(labels)), t, labels]
+    rewards = p_policy - p_random
+    np.testing.assert_allclose(rollout["rewards"], rewards, atol=2e-5)
+
+    gamma = recipe.ppo["gamma"]
+    returns = _hand_returns(rewards.astype(np.float64), gamma)
+    np.testing.assert_allclose(rollout["returns"], returns, atol=3e-5)
+    valid = returns[mask]
+    norm = (returns - valid.mean()) / (valid.std(ddof=1) + 1e-5)
+    norm[~mask] = 0.0
+    np.testing.assert_allclose(rollout["norm_returns"], norm, atol=1e-3)
+    assert np.all(rollout["norm_returns"][~mask] == 0)
+
+    # Log-probs of the stored categorical actions and the K = 1 PPO loss at ratio 1.
+    logits, values = jax.jit(lambda v, s: model.apply(v, s, True, method="policy_forward"))(
+        state.variables, rollout["states"])
+    logits, values = np.asarray(logits, np.float64), np.asarray(values, np.float64)
+    log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    logp = np.take_along_axis(log_softmax, rollout["actions"][..., None], -1)[..., 0]
+    np.testing.assert_allclose(rollout["log_probs"], logp, atol=1e-5)
+    entropy = -(np.exp(log_softmax) * log_softmax).sum(-1)
+    w = np.broadcast_to(mask[:, None], norm.shape).astype(np.float64)
+    wmean = lambda x: (x * w).sum() / w.sum()  # noqa: E731
+    advantage = norm - values
+    expected = (-wmean(advantage) + recipe.ppo["value_coef"] * wmean((values - norm) ** 2)
+                - recipe.ppo["entropy_coef"] * wmean(entropy))
+
+    step = train.jit_train_step(train.make_train_step(model, recipe, {}, seed=0), mesh,
+                                donate=False)
+    # The step folds its step number into its key; reproduce the rollout key to compare.
+    step_rollout_key = jax.random.fold_in(jax.random.key(0), 0)
+    rollout_step = to_host(jax.jit(
+        lambda v, b: train.ppo_rollout(model, recipe, v, b, step_rollout_key))(
+            state.variables, batch))
+    _, step_metrics = step(state, batch)
+    step_metrics = to_host(step_metrics)
+    norm_s = rollout_step["norm_returns"].astype(np.float64)
+    adv_s = norm_s - values
+    expected_s = (-wmean(adv_s) + recipe.ppo["value_coef"] * wmean((values - norm_s) ** 2)
+                  - recipe.ppo["entropy_coef"] * wmean(entropy))
+    assert step_metrics["ratio"] == pytest.approx(1.0, abs=1e-6)
+    assert step_metrics["loss"] == pytest.approx(expected_s, abs=1e-4)
+    assert step_metrics["reward"] == pytest.approx(
+        (rollout_step["rewards"].mean(1) * mask).sum() / mask.sum(), abs=1e-6)
+    # And the loss of the first rollout by the library function equals the hand value.
+    total, _ = train.policy_loss(model, recipe, state.variables, rollout, jnp.asarray(mask))
+    assert float(total) == pytest.approx(expected, abs=1e-4)
+
+
+def test_reinforce_gradient_equals_ppo_gradient_at_ratio_one():
+    config, model, variables = setup("sthv2")
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    state, recipe, _ = stage_state(config, variables, "stage2", mesh)
+    reinforce = stages.resolve_recipe(_with_ppo(config, algorithm="reinforce"), "stage2")
+    batch = parallel.shard_batch(host_batch(config), mesh)
+
+    @jax.jit
+    def grads(variables, batch):
+        rollout = train.ppo_rollout(model, recipe, variables, batch, jax.random.key(1))
+
+        def loss(policy, r):
+            v = {"params": {**variables["params"], "policy": policy},
+                 "batch_stats": variables["batch_stats"]}
+            return train.policy_loss(model, r, v, rollout, batch["mask"])[0]
+
+        policy = variables["params"]["policy"]
+        return jax.grad(loss)(policy, recipe), jax.grad(loss)(policy, reinforce)
+
+    g_ppo, g_reinforce = to_host(grads(state.variables, batch))
+    for a, b in zip(jax.tree.leaves(g_ppo), jax.tree.leaves(g_reinforce)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+    assert any(np.abs(a).max() > 0 for a in jax.tree.leaves(g_ppo))
+
+
+def _with_ppo(config, **values):
+    config = copy.deepcopy(config)
+    for k, v in values.items():
+        config.stages.stage2.ppo[k] = v
+    return config
+
+
+def test_ppo_several_epochs_moves_further_and_starts_at_ratio_one():
+    recipe, state, new_state, step_metrics = _run_one_step(
+        "sthv2", "stage2", mesh=parallel.make_mesh(jax.devices()[:1]), epochs=3)
+    assert recipe.ppo["epochs"] == 3
+    assert step_metrics["ratio"] == pytest.approx(1.0, abs=1e-6)   # the first epoch's terms
+    _, _, one_epoch, _ = _run_one_step("sthv2", "stage2",
+                                       mesh=parallel.make_mesh(jax.devices()[:1]))
+    start = to_host(state.params["policy"])
+    moved3 = sum(np.abs(a - b).sum() for a, b in zip(
+        jax.tree.leaves(to_host(new_state.params["policy"])), jax.tree.leaves(start)))
+    moved1 = sum(np.abs(a - b).sum() for a, b in zip(
+        jax.tree.leaves(to_host(one_epoch.params["policy"])), jax.tree.leaves(start)))
+    assert moved3 > 1.5 * moved1
+
+
+def test_single_video_batch_gives_finite_loss():
+    """A batch with one valid video: the return std is 0, the normalised returns are 0, no NaN."""
+    returns = jnp.array([[0.3], [0.9]])
+    norm = rl.normalize_returns_masked(returns, jnp.array([True, False]))
+    np.testing.assert_array_equal(np.asarray(norm), [[0.0], [0.0]])
+
+
+def test_evaluate_counts_every_video_once_and_matches_manual_top1():
+    config, model, variables = setup("actnet")
+    source = data_lib.create_source(config.data, "val")      # 12 videos, batches of 8 → padding
+    result = evaluate.evaluate_model(config, model, variables, source, patch_mode="glancer",
+                                     batch_size=8)
+    assert result["num_videos"] == len(source) == 12
+    glance = np.stack([source.get(i)["glance"] for i in range(len(source))])
+    labels = np.array([int(source.get(i)["label"]) for i in range(len(source))])
+    logits = np.asarray(jax.jit(lambda v, g: model.apply(v, g, False, method="glancer_logits"))(
+        variables, jnp.asarray(normalize(glance))))
+    top1 = 100.0 * np.mean(np.asarray(metrics.topk_correct(jnp.asarray(logits), labels, 1)))
+    assert result["top1"] == pytest.approx(top1)
+    scores = np.asarray(jax.nn.softmax(logits, -1))
+    expected_map = metrics.mean_average_precision(scores, labels, multi_label=False)
+    assert config.eval.metric == "map"
+    assert result["map"] == pytest.approx(expected_map, abs=1e-3)
+    limited = evaluate.evaluate_model(config, model, variables, source, patch_mode="glancer",
+                                      batch_size=8, max_batches=1)
+    assert limited["num_videos"] == 8
