@@ -97,3 +97,43 @@ def test_missing_and_corrupt_videos(tmp_path):
         source.get(1, None)
     with pytest.raises(DataError, match=rf"{where}:entry 3: .*2 frames, fewer than min_frames"):
         source.get(2, None)
+
+
+def test_seeks_to_the_key_frame_before_the_first_wanted_frame(tmp_path, monkeypatch):
+    import av
+    path = str(tmp_path / "gop.webm")
+    with av.open(path, "w") as container:  # key frame every 8 frames
+        stream = container.add_stream("libvpx-vp9", rate=12)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"crf": "10", "deadline": "realtime", "cpu-used": "8", "g": "8",
+                          "keyint_min": "8"}
+        from test_data_util import frame_array
+        for i in range(1, 41):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame_array(i), "rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    index = ssv2_video.index_video(path, "o")
+    assert index.num_frames == 40 and index.keyframes[:3] == (0, 8, 16)
+    assert index.seek_start(30) == (24, index.pts[24]) and index.seek_start(5) is None
+    converted = []
+    real = ssv2_video.frame_to_rgb
+    monkeypatch.setattr(ssv2_video, "frame_to_rgb",
+                        lambda frame, h=0: converted.append(frame.pts) or real(frame, h))
+    decoded = []
+    real_decode = av.container.InputContainer.decode
+
+    def counting_decode(self, *args, **kwargs):
+        for frame in real_decode(self, *args, **kwargs):
+            decoded.append(frame.pts)
+            yield frame
+
+    monkeypatch.setattr(av.container.InputContainer, "decode", counting_decode)
+    seeked = ssv2_video.decode_video_frames(path, [27, 30, 35], "o", index=index)
+    assert len(decoded) == 35 - 24  # from key frame 25 (position 24) to frame 35
+    decoded.clear()
+    plain = ssv2_video.decode_video_frames(path, [27, 30, 35], "o")
+    assert len(decoded) == 35
+    for a, b in zip(seeked, plain):
+        np.testing.assert_array_equal(a, b)
+    assert frame_ids(np.stack(seeked)).tolist() == [27, 30, 35]

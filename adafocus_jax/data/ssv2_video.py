@@ -9,14 +9,14 @@ On disk (data_formats.md §2.1):
 
 Decoding uses PyAV (FFmpeg's own VP9 decoder; no ffmpeg binary needed). Per example:
 
-1. The frame count n is the number of video packets (a demux pass: no decoding), cached per
-   video. FFmpeg's `-i <id>.webm %06d.jpg` writes the same number of frames, so n matches the
-   TSM lists made from extracted frames.
+1. One demux pass (no decoding), cached per video, gives the frame count n (the number of
+   video packets: FFmpeg's `-i <id>.webm %06d.jpg` writes as many frames, so n matches the TSM
+   lists made from extracted frames), the timestamps and the key frames.
 2. The official TSN indices are sampled from n (frames.ExampleMaker, shared with the other
    readers).
-3. The video is decoded from the start up to the last sampled frame and stops there; only the
-   sampled frames are converted to RGB (and resized). SSv2 clips hold one key frame, so seeking
-   could not skip any decoding; sequential decode is what "decode only what is needed" means here.
+3. Decoding starts at the last key frame before the first sampled frame (a seek; SSv2 clips
+   usually have a single key frame, so this is their start) and stops after the last sampled
+   frame; only the sampled frames are converted to RGB (and resized).
 
 `webm.resize_height` (default 256) scales each sampled frame to that height with FFmpeg's
 bicubic swscale, width rounded like `ffmpeg -vf scale=-1:256`, so the pixels fed to the official
@@ -24,6 +24,7 @@ crops have the geometry of the TSM-extracted frames (0 keeps the native 240 px).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -80,24 +81,68 @@ def _open(path: str, origin: str):
     return container
 
 
-def count_video_frames(path: str, origin: str) -> int:
-    """Frames of the first video stream, counted from its packets (no decoding)."""
+@dataclasses.dataclass(frozen=True)
+class VideoIndex:
+    """What one demux pass (no decoding) tells about a video's first video stream.
+
+    Attributes:
+      num_frames: number of video packets = frames.
+      pts: presentation timestamps in display order, `[num_frames]` (None if some packet has
+        none: then frames are located by counting, from the start).
+      keyframes: display positions (0-based) of the key frames, ascending.
+    """
+    num_frames: int
+    pts: tuple[int, ...] | None
+    keyframes: tuple[int, ...]
+
+    def seek_start(self, first_wanted: int) -> tuple[int, int] | None:
+        """(display position, pts) of the last key frame at or before 1-based frame
+        `first_wanted`, or None when decoding from the start is as good (or the only way)."""
+        if self.pts is None:
+            return None
+        before = [k for k in self.keyframes if k <= first_wanted - 1]
+        if not before or before[-1] == 0:
+            return None
+        return before[-1], self.pts[before[-1]]
+
+
+def index_video(path: str, origin: str) -> VideoIndex:
+    """Demuxes the video once (no decoding): frame count, timestamps and key frames."""
     container = _open(path, origin)
     try:
         stream = container.streams.video[0]
-        return sum(1 for packet in container.demux(stream) if packet.size)
+        pts, keys = [], []
+        for packet in container.demux(stream):
+            if not packet.size:
+                continue  # the flush packet at the end
+            pts.append(packet.pts)
+            keys.append(packet.is_keyframe)
     except (av.FFmpegError, OSError) as e:
         raise DataError(origin, f"{path}: cannot demux ({type(e).__name__}: {e})") from None
     finally:
         container.close()
+    if any(p is None for p in pts) or len(set(pts)) != len(pts):
+        return VideoIndex(len(pts), None, ())
+    order = sorted(pts)
+    position = {p: i for i, p in enumerate(order)}
+    keyframes = sorted(position[p] for p, k in zip(pts, keys) if k)
+    return VideoIndex(len(pts), tuple(order), tuple(keyframes))
+
+
+def count_video_frames(path: str, origin: str) -> int:
+    """Frames of the first video stream, counted from its packets (no decoding)."""
+    return index_video(path, origin).num_frames
 
 
 def decode_video_frames(path: str, wanted: Sequence[int], origin: str,
-                        resize_height: int = 0) -> list[np.ndarray]:
+                        resize_height: int = 0,
+                        index: VideoIndex | None = None) -> list[np.ndarray]:
     """Frames at the sorted distinct 1-based indices `wanted` -> uint8 `[H, W, 3]` each.
 
-    Decodes sequentially and stops after the last wanted frame; frames in between are decoded
-    (inter-frame coding needs them) but never converted to RGB.
+    With an `index` whose key frames allow it, seeks to the last key frame before the first
+    wanted frame; decodes from there and stops after the last wanted frame. Frames in between
+    are decoded (inter-frame coding needs them) but never converted to RGB. Frame positions
+    come from the timestamps (display order) when the index has them, else from counting.
     """
     if not wanted:
         return []
@@ -105,22 +150,37 @@ def decode_video_frames(path: str, wanted: Sequence[int], origin: str,
         raise ValueError(f"wanted frame indices must be sorted, distinct and >= 1: {wanted}")
     container = _open(path, origin)
     out = []
+    position = 0
     try:
         stream = container.streams.video[0]
         # One decoding thread: the loader already runs one video per worker thread.
         stream.codec_context.thread_count = 1
-        position = 0
+        by_pts = ({p: i + 1 for i, p in enumerate(index.pts)}
+                  if index is not None and index.pts is not None else None)
+        start = index.seek_start(wanted[0]) if index is not None else None
+        if start is not None:
+            container.seek(start[1], stream=stream, backward=True, any_frame=False)
         targets = iter(wanted)
         target = next(targets)
         for frame in container.decode(stream):
-            position += 1
-            if position == target:
-                out.append(frame_to_rgb(frame, resize_height))
-                target = next(targets, None)
-                if target is None:
-                    break
+            if by_pts is not None:
+                position = by_pts.get(frame.pts)
+                if position is None:
+                    raise DataError(origin, f"{path}: decoded a frame with unknown timestamp "
+                                            f"{frame.pts}")
+            else:
+                position += 1
+            if position < target:
+                continue
+            if position > target:
+                raise DataError(origin, f"{path}: frame {target} was not decoded (jumped to "
+                                        f"frame {position})")
+            out.append(frame_to_rgb(frame, resize_height))
+            target = next(targets, None)
+            if target is None:
+                break
     except (av.FFmpegError, OSError) as e:
-        raise DataError(origin, f"{path}: decoding failed at frame {position + 1} "
+        raise DataError(origin, f"{path}: decoding failed after frame {position} "
                                 f"({type(e).__name__}: {e})") from None
     finally:
         container.close()
@@ -142,7 +202,7 @@ class WebmSource:
         self.resize_height = int(resize_height)
         self.min_frames = int(min_frames)
         self.origin = origin
-        self._num_frames: dict[int, int] = {}
+        self._index: dict[int, VideoIndex] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -151,23 +211,27 @@ class WebmSource:
     def video_path(self, record: lists.VideoRecord) -> str:
         return os.path.join(self.video_dir, record.path + ".webm")
 
-    def num_frames(self, index: int) -> int:
-        """Frames of video `index` (a demux pass the first time, then cached)."""
+    def video_index(self, index: int) -> VideoIndex:
+        """Frame count, timestamps and key frames of video `index` (one demux pass, cached)."""
         with self._lock:
-            cached = self._num_frames.get(index)
+            cached = self._index.get(index)
         if cached is not None:
             return cached
         record = self.records[index]
-        n = count_video_frames(self.video_path(record), record.origin)
+        found = index_video(self.video_path(record), record.origin)
         with self._lock:
-            self._num_frames[index] = n
-        return n
+            self._index[index] = found
+        return found
+
+    def num_frames(self, index: int) -> int:
+        return self.video_index(index).num_frames
 
     def get(self, index: int, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
         record = self.records[index]
         record.check()
         path = self.video_path(record)
-        n = self.num_frames(index)
+        video_index = self.video_index(index)
+        n = video_index.num_frames
         if n < self.min_frames:
             # The TSM lists drop such videos; here n is known only now, so it is a DataError
             # (skipped and counted under on_error="skip").
@@ -175,7 +239,8 @@ class WebmSource:
                                            f"{self.min_frames}")
 
         def load(indices: Sequence[int]) -> list[Image.Image]:
-            arrays = decode_video_frames(path, indices, record.origin, self.resize_height)
+            arrays = decode_video_frames(path, indices, record.origin, self.resize_height,
+                                         video_index)
             return [Image.fromarray(a) for a in arrays]
 
         return self.maker(n, record.labels, load, rng, index)
