@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     if args.tfds:
         from adafocus_jax.data import tfds_builders
         tfds_dir = os.path.join(args.workdir, "tfds")
-        if not os.path.exists(os.path.join(tfds_dir, "adafocus_sthv2")):
+        if not tfds_builders.builder_for(c, tfds_dir).is_prepared():
             tfds_builders.build(c, data_dir=tfds_dir)
         t = c.copy_and_resolve_references()
         t.format, t.tfds.data_dir = "tfds", tfds_dir

@@ -11,7 +11,7 @@ One builder per dataset, registered as `adafocus_sthv1`, `adafocus_sthv2`, `adaf
 `config.data.tfds.source_format="webm"`, the SSv2 webm reader) reads: the builder runs the same
 list parsing, so rows, their order (shuffling is disabled: record i is row i of the split) and
 labels are those of `config.data.format="frames"`. Splits: `train`, `validation` (our "val")
-and `test` when a test list is configured.
+and `test`, each built when its list file (or JSON) exists.
 
 One record per video:
 
@@ -162,10 +162,14 @@ class AdafocusVideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
         c = self._source_config(str(dl_manager.manual_dir) if dl_manager.manual_dir else "")
         splits = {}
         for ours, theirs in TFDS_SPLITS.items():
-            if ours == "test" and not (c.test_list if c.format == "frames" else
-                                       _webm_test_exists(c)):
+            path = _split_file(c, ours)
+            if not path or not os.path.exists(path):
+                log = logging.info if ours == "test" else logging.warning
+                log("%s: no %s split (%s not found)", self.name, ours, path or "no file set")
                 continue
             splits[theirs] = self._generate_examples(c, ours)
+        if not splits:
+            raise DataError(c.root, f"{self.name}: no list file for any split was found")
         return splits
 
     def _generate_examples(self, c, split) -> Iterator[tuple[int, dict]]:
@@ -242,12 +246,13 @@ class AdafocusVideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
                 "video": record.path, "origin": record.origin}
 
 
-def _webm_test_exists(c) -> bool:
-    name = c.webm.get("test_json", "")
+def _split_file(c, split: str) -> str:
+    """The list file (frames) or JSON (webm) of `split`; "" if none is configured."""
+    name = c.get(f"{split}_list", "") if c.format == "frames" else c.webm.get(
+        {"train": "train_json", "val": "val_json", "test": "test_json"}[split], "")
     if not name:
-        return False
-    path = name if os.path.isabs(name) else os.path.join(c.list_dir or c.root, name)
-    return os.path.exists(path)
+        return ""
+    return name if os.path.isabs(name) else os.path.join(c.list_dir or c.root, name)
 
 
 def _create_reader_source(c, split):
