@@ -40,7 +40,7 @@ def decode_jpeg(data: bytes, origin: str) -> Image.Image:
         # Not a JPEG (e.g. PNG frames): PIL handles it or reports it.
         return _decode_with_pil(data, origin)
     try:
-        return Image.fromarray(simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True))
+        array = simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
     except ValueError as e:
         try:
             colorspace = simplejpeg.decode_jpeg_header(data)[2]
@@ -49,6 +49,15 @@ def decode_jpeg(data: bytes, origin: str) -> Image.Image:
         if colorspace is not None and colorspace not in _SIMPLEJPEG_COLORSPACES:
             return _decode_with_pil(data, origin)
         raise DataError(origin, f"corrupt JPEG ({e})") from e
+    return _array_to_image(array)
+
+
+def _array_to_image(array) -> Image.Image:
+    """uint8 `[H, W, 3]` -> RGB PIL image; like `Image.fromarray`, minus its zero fill of the
+    new image (which is overwritten at once)."""
+    image = Image.new("RGB", (array.shape[1], array.shape[0]), None)
+    image.frombytes(array)
+    return image
 
 
 def read_file(path: str, origin: str) -> bytes:

@@ -132,8 +132,16 @@ def as_pil_list(frames: Frames) -> list[Image.Image]:
 
 
 def to_array(frames: Sequence[Image.Image]) -> np.ndarray:
-    """List of RGB PIL images -> uint8 `[T, H, W, 3]`."""
-    return np.stack([np.asarray(im.convert("RGB") if im.mode != "RGB" else im) for im in frames])
+    """List of RGB PIL images of one size -> uint8 `[T, H, W, 3]`."""
+    w, h = frames[0].size
+    out = np.empty((len(frames), h, w, 3), np.uint8)
+    for k, im in enumerate(frames):
+        if im.size != (w, h):
+            raise ValueError(f"frame {k} has size {im.size}, frame 0 has {(w, h)}")
+        # tobytes + frombuffer: one copy fewer than np.asarray + np.stack.
+        rgb = im if im.mode == "RGB" else im.convert("RGB")
+        out[k] = np.frombuffer(rgb.tobytes(), np.uint8).reshape(h, w, 3)
+    return out
 
 
 def multiscale_crop_candidates(image_w: int, image_h: int, input_size: int,
