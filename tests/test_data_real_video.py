@@ -107,3 +107,30 @@ def test_vp9_webm_through_the_ssv2_reader(tmp_path):
     from adafocus_jax.data import transforms
     expected = transforms.eval_transform(frame4[None], input_size=64, scale_size=72)
     np.testing.assert_array_equal(ex["glance"][0], expected[0])
+
+
+def test_extract_frames_with_activitynet_labels(tmp_path):
+    from test_data_util import frame_ids, write_webm
+    write_webm(str(tmp_path / "videos" / "v_abc.webm"), 10)
+    write_webm(str(tmp_path / "videos" / "def.webm"), 6)
+    write_webm(str(tmp_path / "videos" / "ghi.webm"), 6)  # validation: left out of the list
+    with open(tmp_path / "anet.json", "w") as f:
+        json.dump({"taxonomy": [
+            {"nodeName": "Root", "parentName": None}, {"nodeName": "Surfing", "parentName": "Root"},
+            {"nodeName": "Archery", "parentName": "Root"}],
+            "database": {"abc": {"subset": "training", "annotations": [{"label": "Surfing"},
+                                                                       {"label": "Archery"}]},
+                         "def": {"subset": "training", "annotations": [{"label": "Archery"}]},
+                         "ghi": {"subset": "validation", "annotations": [{"label": "Archery"}]}}},
+            f)
+    out, list_file = str(tmp_path / "frames"), str(tmp_path / "train.txt")
+    assert extract_frames.main([f"--videos={tmp_path / 'videos'}", f"--output={out}",
+                                "--height=0", f"--list_file={list_file}",
+                                f"--activitynet_json={tmp_path / 'anet.json'}",
+                                "--no_progress"]) == 0
+    with open(list_file) as f:
+        # Sorted taxonomy leaves: Archery 0, Surfing 1; one label per annotated segment.
+        assert f.read().splitlines() == ["def,6,0", "v_abc,10,1,0"]
+    from PIL import Image
+    frame = np.asarray(Image.open(os.path.join(out, "v_abc", "image_00007.jpg")))
+    assert frame.shape == (48, 64, 3) and frame_ids(frame) == 7

@@ -197,6 +197,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--overwrite", action="store_true", help="re-extract finished folders")
     p.add_argument("--list_file", default="", help="write the list file here")
     p.add_argument("--list_separator", default="comma", choices=lists.SEPARATORS)
+    p.add_argument("--list_prefix", default="", help="prepended to each folder in the list "
+                   "(e.g. images/val/ when --output is <root>/images/val)")
     p.add_argument("--label", type=int, default=None, help="one label for every video")
     p.add_argument("--class_index", default="", help="class names; label = parent folder name")
     p.add_argument("--activitynet_json", default="", help="ActivityNet v1.3 JSON for labels")
@@ -254,7 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if error or not labels:
                 left_out += 1
                 continue
-            rows.append(lists.format_row(output_name(video), n, labels, args.list_separator))
+            folder = os.path.join(args.list_prefix, output_name(video)) if args.list_prefix \
+                else output_name(video)
+            rows.append(lists.format_row(folder, n, labels, args.list_separator))
         os.makedirs(os.path.dirname(os.path.abspath(args.list_file)), exist_ok=True)
         with open(args.list_file, "w", encoding="utf-8") as f:
             f.write("".join(r + "\n" for r in rows))
