@@ -10,7 +10,9 @@ One builder per dataset, registered as `adafocus_sthv1`, `adafocus_sthv2`, `adaf
 `adafocus_fcvid`, `adafocus_minik`. The manual_dir is what the frame reader (or, with
 `config.data.tfds.source_format="webm"`, the SSv2 webm reader) reads: the builder runs the same
 list parsing, so rows, their order (shuffling is disabled: record i is row i of the split) and
-labels are those of `config.data.format="frames"`. Splits: `train`, `validation` (our "val")
+labels are those of `config.data.format="frames"`. (With `config.data.on_error="skip"` a video
+that cannot be read is left out while building, logged, and later rows move up; every record
+keeps its list line in `origin`.) Splits: `train`, `validation` (our "val")
 and `test`, each built when its list file (or JSON) exists.
 
 One record per video:
