@@ -19,6 +19,12 @@ variable tree:
     partial = load_torch_checkpoint(path, config, allow_partial=True)       # only the file's modules
     variables = merge_modules(fresh, partial, ["glancer"])                   # pick modules by name
 
+Within an AdaFocus file the separate `glancer` / `focuser` / `fc` / `policy` entries are used; GFV's
+`model_state_dict` is the fallback for a module whose entry is missing. The ActivityNet policy is the
+`policy` entry, else the focuser's `policy.policy_old.*` (the network the official code acts with),
+else `policy.policy.*`; the official code copies policy into policy_old after every update, so they
+agree (a warning is logged when they do not).
+
 `parts=("glancer",)` restricts what is taken from a file (e.g. the stage-0 `globalcnn` file carries an
 untrained focuser next to the trained glancer).
 

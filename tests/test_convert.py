@@ -424,3 +424,11 @@ def test_save_and_load_partial(sth, files, tmp_path):
                                   sth.fresh["params"]["focuser"]["conv1"]["kernel"])
     with pytest.raises(FileExistsError):
         convert.save_variables(partial, str(tmp_path / "g"))
+
+
+def test_torch_is_optional(sth, files, monkeypatch):
+    """Without torch, reading a PyTorch file says how to install it; converted Orbax variables
+    need no torch at all."""
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    with pytest.raises(ImportError, match=r"optional dependency torch.*adafocus_jax\[torch\]"):
+        convert.load_torch_checkpoint(files["144x144.pth.tar"], sth.config)

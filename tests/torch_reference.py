@@ -74,7 +74,13 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 
 
 def mobilenet_v2_blocks(width_mult: float = 1.0):
-    """(in, out, hidden, stride, residual) for blocks 1..17, channels scaled by `width_mult`."""
+    """(in, out, hidden, stride, residual) for blocks 1..17, channels scaled by `width_mult`.
+
+    Both layouts use torchvision's rounding here. The tonylins/TSM code rounds differently when
+    width_mult != 1 (ceil, an unscaled 32-channel stem and 16-channel block 1), but every official
+    network has width 1.0, where the two agree; other widths only serve the tiny test models, which
+    the Flax network builds with the same rule.
+    """
     blocks = []
     in_ch = make_divisible(32 * width_mult)
     for t, c, n, s in _MOBILENET_V2_SETTINGS:
