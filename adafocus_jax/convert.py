@@ -270,7 +270,8 @@ def _split_sources(path: str, ckpt: dict) -> tuple[str, str, dict[str, _Source]]
         nested = {k: v for k, v in focuser.state.items() if k.startswith("policy.")}
         if nested:
             focuser.state = {k: v for k, v in focuser.state.items() if not k.startswith("policy.")}
-            for name in ("policy_old", "policy"):  # policy_old is the one the official code acts with
+            # policy_old first: the network the official code acts with.
+            for name in ("policy_old", "policy"):
                 sub = _strip(nested, f"policy.{name}.")
                 if sub:
                     policy_sources.append(_Source(sub, focuser.where,
@@ -376,7 +377,8 @@ def _mobilenet_layout(path: str, source: _Source) -> str:
 
 
 def _mobilenet_entries(cfg, layout: str) -> list[tuple[tuple[str, ...], str, str]]:
-    entries = [(("stem_conv",), "net.features.0.0", "conv"), (("stem_bn",), "net.features.0.1", "bn")]
+    entries = [(("stem_conv",), "net.features.0.0", "conv"),
+               (("stem_bn",), "net.features.0.1", "bn")]
     specs = block_specs(cfg.glancer.width_mult)
     for index, (in_ch, _, hidden, _, residual) in enumerate(specs, 1):
         base = f"net.features.{index}.conv"
@@ -667,7 +669,7 @@ def _model_config(config) -> ml_collections.ConfigDict:
 
 
 def abstract_variables(config) -> dict:
-    """`{'params', 'batch_stats'}` of `jax.ShapeDtypeStruct`s for the configured model (no compute)."""
+    """`{'params', 'batch_stats'}` of `jax.ShapeDtypeStruct`s of the configured model (no compute)."""
     model = models.create_model(config)
     return jax.eval_shape(lambda: models.init_variables(model, jax.random.key(0)))
 

@@ -3,7 +3,8 @@
 Each reference model gets random weights and calibrated, randomised BatchNorm statistics, is saved
 in an official file layout, converted with `adafocus_jax.convert`, and run on the same inputs as the
 Flax model. Criterion: float32 max |diff| ≤ 1e-4 × the output's scale (max |value|, at least 1),
-and identical patch offsets (3e-4 for the per-pixel feature map of the full-size glancer). Every test prints its measured max |diff| (`pytest -s` shows them).
+and identical patch offsets (3e-4 for the per-pixel feature map of the full-size glancer). Every
+test prints its measured max |diff| (`pytest -s` shows them).
 """
 
 import jax

@@ -663,7 +663,8 @@ def random_frames(batch: int, frames: int, size: int, generator: torch.Generator
 def _spread_actor(policy: nn.Module, gain: float = 6.0) -> None:
     """Scales the actor's weights (and zeroes its bias) so that, with random weights, the patch
     choice depends strongly on the state and differs between videos / frames instead of sitting
-    on one cell; the official initialisation is PyTorch's default, which only matters for training."""
+    on one cell; the official initialisation is PyTorch's default, which only matters for
+    training."""
     policy.actor[0].weight.mul_(gain)
     policy.actor[0].bias.zero_()
 
