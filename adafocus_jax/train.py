@@ -646,16 +646,17 @@ def run_stage(config, name: str, workdir: str, finished: Mapping[str, dict], mes
                 flush_metrics(step)
             if step % ckpt_every == 0 or step == num_steps:
                 ckpt_lib.save(manager, state)
-            if eval_source is not None and eval_every > 0 and step % eval_every == 0 \
-                    and step != num_steps:
-                run_eval(step)
             if stop.signal is not None and step < num_steps:
+                # Preemption: save now (synchronously) and leave before any evaluation.
                 flush_metrics(step)
                 ckpt_lib.save(manager, state, wait=True)
                 raise TrainingInterrupted(
                     f"stage {name} stopped by signal {stop.signal} at step {step}; checkpoint "
                     f"saved in {ckpt_lib.checkpoint_dir(stage_dir)}; rerun the same command to "
                     "resume")
+            if eval_source is not None and eval_every > 0 and step % eval_every == 0 \
+                    and step != num_steps:
+                run_eval(step)
         final = run_eval(step) if (eval_source is not None and config.train.final_eval) else {}
         _write_json(os.path.join(stage_dir, "results.json"),
                     {"stage": name, "steps": num_steps, "final_eval": final, "evals": history})
