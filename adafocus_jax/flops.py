@@ -4,6 +4,11 @@ The paper's "GFLOPs" are multiply-accumulates of the conv and linear layers (Bat
 and pooling are not counted). We trace the real forward pass abstractly (`jax.eval_shape`, nothing is
 computed) and intercept every `nn.Conv` / `nn.Dense` call and every GRU recurrence, adding
 `outputs × kernel size × input channels / groups` for each.
+
+    count_gflops(model)                            # AdaFocus inference (deterministic policy)
+    count_gflops(model, patch_mode="random")       # the same networks on random patches
+    count_method_gflops(model, "focuser_logits")   # the local network alone on whole frames
+    variant_gflops(model, "full_frame")            # by benchmark variant name (see VARIANTS)
 """
 
 import contextlib
@@ -71,12 +76,66 @@ def count_gflops(model, glance_shape=None, focus_shape=None, **apply_kwargs):
     batch = glance_shape[0]
     glance = jax.ShapeDtypeStruct(glance_shape, jnp.float32)
     focus = jax.ShapeDtypeStruct(focus_shape, jnp.float32)
-    variables = jax.eval_shape(
-        lambda g, f: model.init({"params": jax.random.key(0), "patches": jax.random.key(1),
-                                 "actions": jax.random.key(2)}, g, f), glance, focus)
+    variables = _abstract_variables(model, glance, focus)
     apply_kwargs.setdefault("rngs", {"patches": jax.random.key(1), "actions": jax.random.key(2)})
     with count_macs() as totals:
         jax.eval_shape(lambda v, g, f: model.apply(v, g, f, train=False, **apply_kwargs),
                        variables, glance, focus)
     per_module = {k: v / batch / 1e9 for k, v in totals["by_module"].items()}
     return totals["macs"] / batch / 1e9, per_module
+
+
+# Benchmark variant → how it runs: ("apply", patch_mode) for the full AdaFocus forward pass with
+# patches from the policy / random / centre, ("method", name) for one network on whole frames.
+VARIANTS = {
+    "learned": ("apply", "policy"),
+    "random": ("apply", "random"),
+    "center": ("apply", "center"),
+    "full_frame": ("method", "focuser_logits"),
+    "glance_only": ("method", "glancer_logits"),
+}
+
+
+def _abstract_variables(model, glance, focus):
+    return jax.eval_shape(
+        lambda g, f: model.init({"params": jax.random.key(0), "patches": jax.random.key(1),
+                                 "actions": jax.random.key(2)}, g, f), glance, focus)
+
+
+def count_method_gflops(model, method: str, frames_shape=None):
+    """GMACs per video of one stage-0 head on whole frames, e.g. the local network on full frames.
+
+    Args:
+      model: an `AdaFocus` module.
+      method: "focuser_logits" (local network + its fc on every focus frame at full resolution)
+        or "glancer_logits" (glance network + its head on every glance frame).
+      frames_shape: `[1, T, S, S, 3]`; default: the configured focus (or glance) frames.
+
+    Returns:
+      (gflops per video, {top-level module: gflops}).
+    """
+    if method not in ("focuser_logits", "glancer_logits"):
+        raise ValueError(f"method must be focuser_logits or glancer_logits, got {method!r}")
+    cfg = model.config
+    s = cfg.input_size
+    frames = cfg.num_focus_frames if method == "focuser_logits" else cfg.num_glance_frames
+    frames_shape = tuple(frames_shape or (1, frames, s, s, 3))
+    glance = jax.ShapeDtypeStruct((1, cfg.num_glance_frames, s, s, 3), jnp.float32)
+    focus = jax.ShapeDtypeStruct((1, cfg.num_focus_frames, s, s, 3), jnp.float32)
+    variables = _abstract_variables(model, glance, focus)
+    x = jax.ShapeDtypeStruct(frames_shape, jnp.float32)
+    with count_macs() as totals:
+        jax.eval_shape(lambda v, f: model.apply(v, f, False, method=method), variables, x)
+    batch = frames_shape[0]
+    per_module = {k: v / batch / 1e9 for k, v in totals["by_module"].items()}
+    return totals["macs"] / batch / 1e9, per_module
+
+
+def variant_gflops(model, variant: str):
+    """GMACs per video of a benchmark variant (a key of `VARIANTS`): (total, per module)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {sorted(VARIANTS)}")
+    kind, what = VARIANTS[variant]
+    if kind == "apply":
+        return count_gflops(model, patch_mode=what)
+    return count_method_gflops(model, what)

@@ -1,0 +1,210 @@
+"""End-of-run benchmark: where the patches come from, at what cost (the synthetic benchmark's table).
+
+On a held-out split (`config.benchmark.split`, "test" for the synthetic data: digits never seen in
+training) it evaluates, with `adafocus_jax.evaluate.evaluate_model`:
+
+| key | what runs | patches |
+|---|---|---|
+| `learned` | glance → policy → local network on patches → classifier | the deterministic policy |
+| `random` | the same networks | uniformly random patches (official baseline) |
+| `center` | the same networks | the centre patch of every frame |
+| `full_frame` | the local network + its fc on every whole frame (stage-0 head) | none |
+| `glance_only` | the glance network + its head on every frame (stage-0 head) | none |
+
+and writes `WORKDIR/<dataset>_benchmark.json` (`synthetic_benchmark.json` for the synthetic data):
+
+    {"learned": {"accuracy": 91.2, "gflops": 0.045}, "random": {...}, "center": {...},
+     "full_frame": {...}, "glance_only": {...},
+     "meta": {"split": "test", "num_videos": 1000, "frame_size": 144, "patch_size": 44,
+              "margin_vs_random": .., "margin_vs_center": .., "required_margin": 15.0,
+              "passed": true, "full_frame_variables": "stage0_focuser", "seconds": ..}}
+
+Accuracy is top-1 in percent; GFLOPs are multiply-accumulates per video counted from the model
+(`adafocus_jax.flops.variant_gflops`), so `learned` differs from `random`/`center` only by the
+policy network. `full_frame` uses the local network of `config.benchmark.full_frame_stage`
+(stage0_focuser: the stage that trained its fc on whole frames; later stages fine-tune the trunk on
+patches and leave the fc behind) when that stage's checkpoint is in WORKDIR, else `variables`.
+
+Entry points:
+
+    benchmark.run(config, workdir, variables, *, model=None, mesh=None) -> dict
+        # called by adafocus_jax.train.train_and_evaluate after the last stage when
+        # config.benchmark.enabled; `variables` = {"params", "batch_stats"} of the final model.
+    python -m adafocus_jax.benchmark --config=configs/synthetic.py --workdir=DIR
+        # re-runs it on a finished run (variables of the last stage of config.run_stages).
+
+Config keys read: `config.benchmark.{split, full_frame_stage, batch_size, max_batches,
+required_margin, variants}` (all optional but `split`), `config.dataset`, `config.seed`.
+"""
+
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Mapping
+
+import jax
+import ml_collections
+import numpy as np
+
+from adafocus_jax import flops as flops_lib
+from adafocus_jax import models, parallel
+
+# Variant → evaluate_model patch mode.
+PATCH_MODES = {"learned": "policy", "random": "random", "center": "center",
+               "full_frame": "focuser", "glance_only": "glancer"}
+REQUIRED = ("learned", "random", "center", "full_frame")
+DEFAULT_VARIANTS = "learned,random,center,full_frame,glance_only"
+
+
+def benchmark_path(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """`WORKDIR/<dataset>_benchmark.json`."""
+    return os.path.join(workdir, f"{config.dataset}_benchmark.json")
+
+
+def _variants(config) -> list[str]:
+    spec = str(config.benchmark.get("variants", DEFAULT_VARIANTS))
+    names = [v.strip() for v in spec.split(",") if v.strip()]
+    unknown = [v for v in names if v not in PATCH_MODES]
+    if unknown:
+        raise ValueError(f"config.benchmark.variants: unknown {unknown}; expected a subset of "
+                         f"{list(PATCH_MODES)}")
+    missing = [v for v in REQUIRED if v not in names]
+    if missing:
+        raise ValueError(f"config.benchmark.variants must include {list(REQUIRED)} "
+                         f"(missing {missing})")
+    return names
+
+
+def _batch_size(config, mesh) -> int:
+    """The eval batch rounded down to a multiple of the device and process counts."""
+    size = int(config.benchmark.get("batch_size", 0)) or int(config.train.get(
+        "eval_batch_size", 0)) or 32
+    unit = math.lcm(int(mesh.devices.size), jax.process_count())
+    return max(unit, size // unit * unit)
+
+
+def _full_frame_variables(config, workdir: str, variables: Mapping) -> tuple[Mapping, str]:
+    """The variables for `full_frame`: the stage named by `config.benchmark.full_frame_stage` if
+    its checkpoint is in `workdir`, else the final `variables`. Returns (variables, where from)."""
+    from adafocus_jax import checkpoint as ckpt_lib
+    stage = str(config.benchmark.get("full_frame_stage", "") or "")
+    if not stage:
+        return variables, "final"
+    stage_dir = os.path.join(workdir, stage)
+    try:
+        return ckpt_lib.load_variables_from_dir(stage_dir), stage
+    except FileNotFoundError as e:
+        logging.warning("benchmark: %s; full_frame uses the final variables", e)
+        return variables, "final"
+
+
+def format_table(results: Mapping[str, Any]) -> str:
+    """A plain-text table of the variants (accuracy %, GFLOPs per video, cost vs full frame)."""
+    full = results.get("full_frame", {}).get("gflops")
+    lines = [f"{'variant':<12s} {'accuracy %':>10s} {'GFLOPs/video':>13s} {'vs full frame':>14s}"]
+    for name, row in results.items():
+        if name == "meta":
+            continue
+        rel = f"{row['gflops'] / full:13.2f}x" if full else f"{'':>14s}"
+        lines.append(f"{name:<12s} {row['accuracy']:10.2f} {row['gflops']:13.4f} {rel}")
+    meta = results.get("meta", {})
+    if "margin_vs_random" in meta:
+        lines.append(f"learned − random: {meta['margin_vs_random']:+.2f} points, learned − center: "
+                     f"{meta['margin_vs_center']:+.2f} points (required ≥ "
+                     f"{meta['required_margin']:g}: {'PASS' if meta['passed'] else 'FAIL'})")
+    return "\n".join(lines)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, variables: Mapping, *, model=None,
+        mesh=None) -> dict[str, Any]:
+    """Evaluates every variant on `config.benchmark.split`, writes the JSON, prints the table.
+
+    Args:
+      config: the run config (`configs/synthetic.py`).
+      workdir: the run directory (holds the stage directories; the JSON is written here).
+      variables: `{"params", "batch_stats"}` of the final model (host or device arrays).
+      model: the `AdaFocus` module (default: `models.create_model(config)`).
+      mesh: the data mesh (default: every device).
+
+    Returns:
+      The dict written to `benchmark_path(config, workdir)`.
+    """
+    from adafocus_jax import data as data_lib
+    from adafocus_jax import evaluate as eval_lib
+
+    start = time.time()
+    names = _variants(config)
+    model = model or models.create_model(config)
+    mesh = parallel.make_mesh() if mesh is None else mesh
+    split = str(config.benchmark.split)
+    source = data_lib.create_source(config.data, split)
+    batch_size = _batch_size(config, mesh)
+    max_batches = int(config.benchmark.get("max_batches", 0))
+    full_vars, full_from = _full_frame_variables(config, workdir, variables)
+    results: dict[str, Any] = {}
+    num_videos = None
+    for name in names:
+        mode = PATCH_MODES[name]
+        var = full_vars if name == "full_frame" else variables
+        t0 = time.time()
+        out = eval_lib.evaluate_model(config, model, var, source, patch_mode=mode,
+                                      batch_size=batch_size, mesh=mesh, max_batches=max_batches)
+        gflops, _ = flops_lib.variant_gflops(model, name)
+        results[name] = {"accuracy": float(out["top1"]), "gflops": float(gflops)}
+        num_videos = int(out["num_videos"])
+        logging.info("benchmark %s (%s): top-1 %.2f%%, %.4f GFLOPs/video (%.1f s)", name, mode,
+                     out["top1"], gflops, time.time() - t0)
+    required = float(config.benchmark.get("required_margin", 15.0))
+    margin_random = results["learned"]["accuracy"] - results["random"]["accuracy"]
+    margin_center = results["learned"]["accuracy"] - results["center"]["accuracy"]
+    results["meta"] = {
+        "split": split, "num_videos": num_videos,
+        "frame_size": int(config.model.input_size), "glance_size": int(config.model.glance_size),
+        "patch_size": int(config.model.patch_size),
+        "patch_area_fraction": float(config.model.patch_size ** 2 / config.model.input_size ** 2),
+        "margin_vs_random": float(margin_random), "margin_vs_center": float(margin_center),
+        "required_margin": required,
+        "passed": bool(margin_random >= required and margin_center >= required),
+        "full_frame_variables": full_from, "seconds": round(time.time() - start, 1),
+    }
+    if jax.process_index() == 0:
+        path = benchmark_path(config, workdir)
+        os.makedirs(workdir, exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(results, f, indent=2)
+        os.replace(tmp, path)
+        table = format_table(results)
+        print(f"\nBenchmark on the {split} split ({num_videos} videos), written to {path}:\n"
+              f"{table}\n", flush=True)
+        logging.info("benchmark:\n%s", table)
+    return results
+
+
+def _final_variables(config, workdir: str) -> dict:
+    """Variables of the last stage of `config.run_stages` in `workdir`."""
+    from adafocus_jax import checkpoint as ckpt_lib
+    from adafocus_jax import stages
+    last = stages.stage_names(config)[-1]
+    variables = ckpt_lib.load_variables_from_dir(os.path.join(workdir, last))
+    return jax.tree.map(np.asarray, variables)
+
+
+def main(argv):
+    from absl import flags
+    del argv
+    config = flags.FLAGS.config
+    workdir = flags.FLAGS.workdir
+    run(config, workdir, _final_variables(config, workdir))
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    from ml_collections import config_flags
+    config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).",
+                                    lock_config=True)
+    flags.DEFINE_string("workdir", None, "The finished run's directory.")
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)
