@@ -10,6 +10,7 @@ by design (CMYK/YCCK) go through PIL. Without simplejpeg installed, PIL is used 
 from __future__ import annotations
 
 import io
+import os
 
 from PIL import Image
 
@@ -21,6 +22,14 @@ except ImportError:  # pragma: no cover - exercised only where simplejpeg is mis
     simplejpeg = None
 
 _SIMPLEJPEG_COLORSPACES = ("YCbCr", "Gray", "RGB")
+
+# Pillow returns the memory of every freed image to the OS by default (blocks_max = 0), so each
+# decoded frame, crop and resized crop pays fresh page faults: about a third of the CPU time of
+# a training clip. Keeping up to 128 freed blocks (a few tens of MB for 256-px frames) removes
+# that cost; pixels are unchanged. An explicit PILLOW_BLOCKS_MAX in the environment wins.
+_PIL_BLOCKS_MAX = 128
+if "PILLOW_BLOCKS_MAX" not in os.environ and Image.core.get_blocks_max() < _PIL_BLOCKS_MAX:
+    Image.core.set_blocks_max(_PIL_BLOCKS_MAX)
 
 
 def _decode_with_pil(data: bytes, origin: str) -> Image.Image:
