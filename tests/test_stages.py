@@ -1,0 +1,122 @@
+"""Stage recipes as data: resolution, parameter groups, schedules, restores (no model compile)."""
+
+import copy
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from adafocus_jax import stages, train
+from train_helpers import tiny_config
+
+
+def _params():
+    """A params tree shaped like the model's top level (tiny leaves)."""
+    return {"glancer": {"conv": {"kernel": jnp.ones((2, 2))}},
+            "focuser": {"conv1": {"kernel": jnp.ones((3,))}, "layer1_0": {"bn": {"scale": jnp.ones((3,))}}},
+            "policy": {"actor": {"kernel": jnp.ones((2,))}},
+            "classifier": {"fc": {"kernel": jnp.ones((4,)), "bias": jnp.zeros((4,))}}}
+
+
+def test_recipes_resolve_for_both_families():
+    sth, anet = tiny_config("sthv2"), tiny_config("actnet")
+    assert stages.stage_names(sth) == ["stage1", "stage2", "stage3"]
+    assert stages.stage_names(anet) == ["stage0_focuser", "stage0_glancer", "stage1", "stage2",
+                                        "stage3"]
+    r = stages.resolve_recipe(sth, "stage2")
+    assert (r.loss, r.patch_mode, r.optimizer, r.trained_modules) == ("ppo", "sample", "adam",
+                                                                      ("policy",))
+    assert r.restore == {"glancer": "stage1", "focuser": "stage1", "classifier": "stage1"}
+    r = stages.resolve_recipe(anet, "stage1")
+    assert (r.loss, r.modes["focuser"], r.modes["glancer"]) == ("step_ce", True, False)
+
+
+def test_bad_recipe_values_name_the_key():
+    config = tiny_config("sthv2")
+    config.stages.stage1.loss = "hinge"
+    with pytest.raises(ValueError, match=r"config.stages.stage1.loss='hinge'"):
+        stages.resolve_recipe(config, "stage1")
+    config = tiny_config("sthv2")
+    config.run_stages = "stage1,stage9"
+    with pytest.raises(ValueError, match="unknown stage 'stage9'"):
+        stages.stage_names(config)
+    with pytest.raises(ValueError, match="bad item 'glancer'"):
+        stages.parse_restore("glancer", "config.stages.x.restore")
+
+
+def test_frozen_modules_get_exactly_zero_updates_and_no_optimizer_state():
+    config = tiny_config("sthv2")
+    recipe = stages.resolve_recipe(config, "stage1")           # focuser + classifier, SGD
+    params = _params()
+    state, schedules = train.create_train_state(params, {}, recipe, num_steps=10)
+    assert state.trained == ("focuser", "classifier")
+    assert set(schedules) == {"focuser", "classifier"}
+    sub = {m: params[m] for m in state.trained}
+    grads = jax.tree.map(jnp.ones_like, sub)
+    updates, _ = state.tx.update(grads, state.opt_state, sub)
+    # SGD step 0: -lr * (g + wd * p) per trained module.
+    expect = -(1.0 + 1e-4) * recipe.lr["classifier"]
+    np.testing.assert_allclose(updates["classifier"]["fc"]["kernel"], expect, rtol=1e-6)
+    # The optimizer never sees glancer/policy at all.
+    paths = [jax.tree_util.keystr(p) for p, _ in
+             jax.tree_util.tree_leaves_with_path(state.opt_state)]
+    assert paths and not any("glancer" in p or "policy" in p for p in paths)
+    assert any("classifier" in p for p in paths)
+
+
+def test_released_lr_bug_labels_only_the_stem_conv():
+    config = tiny_config("sthv2")
+    config.reproduce_released_lr_bug = True
+    recipe = stages.resolve_recipe(config, "stage1")
+    labels = stages.param_labels(_params(), recipe)
+    assert labels["focuser"]["conv1"]["kernel"] == "focuser"
+    assert labels["focuser"]["layer1_0"]["bn"]["scale"] == "frozen"
+    assert labels["classifier"]["fc"]["kernel"] == "frozen"
+    stage3 = stages.resolve_recipe(config, "stage3")
+    state, _ = train.create_train_state(_params(), {}, stage3, num_steps=4)
+    assert state.trained == ()                                   # the released stage 3 trains nothing
+
+
+def test_cosine_schedule_per_epoch_with_the_extra_zero_epoch():
+    config = tiny_config("sthv2")
+    config.stages.stage1.num_epochs = 2                         # 3 epochs run, the last at lr 0
+    recipe = stages.resolve_recipe(config, "stage1")
+    schedule = stages.epoch_lr_schedule(recipe, 0.1, num_steps=6)
+    lrs = [float(schedule(s)) for s in range(6)]
+    np.testing.assert_allclose(lrs, [0.1, 0.1, 0.05, 0.05, 0.0, 0.0], atol=1e-7)
+
+
+def test_restore_modules_from_finished_stage_and_errors(tmp_path):
+    config = tiny_config("sthv2")
+    recipe = stages.resolve_recipe(config, "stage2")
+    params = _params()
+    variables = {"params": params, "batch_stats": {"focuser": {"bn": {"mean": np.zeros(3)}}}}
+    source = copy.deepcopy(jax.tree.map(np.asarray, variables))
+    source["params"]["focuser"]["conv1"]["kernel"] = np.full((3,), 7.0, np.float32)
+    source["batch_stats"]["focuser"]["bn"]["mean"] = np.full(3, 2.0)
+    out = train.restore_modules(jax.tree.map(np.asarray, variables), recipe,
+                                {"stage1": source}, config, str(tmp_path))
+    np.testing.assert_array_equal(out["params"]["focuser"]["conv1"]["kernel"], 7.0)
+    np.testing.assert_array_equal(out["batch_stats"]["focuser"]["bn"]["mean"], 2.0)
+    np.testing.assert_array_equal(out["params"]["policy"]["actor"]["kernel"], 1.0)  # not restored
+
+    bad = copy.deepcopy(source)
+    bad["params"]["classifier"]["fc"]["kernel"] = np.ones((5,), np.float32)
+    with pytest.raises(ValueError, match=r"restore classifier=stage1.*wrong shape \['fc/kernel'\]"):
+        train.restore_modules(variables, recipe, {"stage1": bad}, config, str(tmp_path))
+    with pytest.raises(ValueError, match="stage 'stage1' was not run"):
+        train.restore_modules(variables, recipe, {}, config, str(tmp_path))
+
+
+def test_masked_return_normalisation_ignores_padding():
+    from adafocus_jax import rl
+    returns = jnp.array([[1.0, 2.0], [3.0, 4.0], [100.0, -50.0]])
+    mask = jnp.array([True, True, False])
+    got = np.asarray(rl.normalize_returns_masked(returns, mask))
+    valid = np.array([1.0, 2.0, 3.0, 4.0])
+    want = (np.array([[1.0, 2.0], [3.0, 4.0]]) - valid.mean()) / (valid.std(ddof=1) + 1e-5)
+    np.testing.assert_allclose(got[:2], want, rtol=1e-6)
+    np.testing.assert_array_equal(got[2], [0.0, 0.0])
+    full = rl.normalize_returns_masked(returns[:2], jnp.array([True, True]))
+    np.testing.assert_allclose(full, rl.normalize_returns(returns[:2]), rtol=1e-6)
