@@ -407,14 +407,17 @@ def create_train_state(params: Mapping, batch_stats: Mapping, recipe: stages.Sta
 
 
 def _load_init_from(path: str, config) -> dict:
-    """Variables of `config.init_from`: the converter if present, else an orbax stage dir."""
+    """Variables of `config.init_from`: a stage directory of an earlier run (it holds
+    `checkpoints/`), or whatever `adafocus_jax.convert.load_variables` reads (a converted Orbax
+    directory, an official `.pth` / `.pth.tar` file)."""
+    if os.path.isdir(ckpt_lib.checkpoint_dir(path)) or os.path.basename(
+            os.path.normpath(path)) == "checkpoints":
+        return ckpt_lib.load_variables_from_dir(path)
     try:
-        from adafocus_jax import convert  # noqa: WPS433  (written by another part of the project)
-    except ImportError:
-        convert = None
-    if convert is not None and hasattr(convert, "load_variables"):
-        return convert.load_variables(path, config=config)
-    return ckpt_lib.load_variables_from_dir(path)
+        from adafocus_jax import convert
+    except ImportError as e:   # the converter needs optional dependencies (torch for .pth files)
+        raise ImportError(f"config.init_from={path!r} needs adafocus_jax.convert: {e}") from e
+    return convert.load_variables(path, config=config)
 
 
 def _check_same_tree(module: str, source: str, got: Any, want: Any, collection: str) -> None:
@@ -498,12 +501,34 @@ class _StopFlag:
     def _handle(self, signum, frame):
         del frame
         self.signal = signum
-        logging.warning("received signal %d: checkpointing and stopping", signum)
+        logging.warning("received signal %d: checkpointing at the end of this step and stopping "
+                        "(send it again to stop at once)", signum)
+        # A second signal acts as usual (e.g. a second Ctrl-C during a long compile).
+        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         return False
+
+
+def summarize_metrics(host_metrics: list[Mapping[str, Any]]) -> dict[str, float]:
+    """Per-step metric dicts of a logging window → one dict: means, or the last value for the
+    learning rates (`lr_*`)."""
+    summary = {}
+    for key in host_metrics[0]:
+        values = np.asarray([np.asarray(m[key], np.float64) for m in host_metrics])
+        summary[key] = float(values[-1] if key.startswith("lr_") else values.mean())
+    return summary
+
+
+def check_finite(summary: Mapping[str, float], where: str, checkpoint_dir: str) -> None:
+    """Raises FloatingPointError naming every NaN/Inf metric (losses, rewards, gradient norms)."""
+    bad = {k: v for k, v in summary.items() if not np.isfinite(v)}
+    if bad:
+        raise FloatingPointError(
+            f"{where}: non-finite training metrics {bad}; stopping. Lower the learning rate or "
+            f"check the data; the last good checkpoint is in {checkpoint_dir}")
 
 
 def _stage_seed(config, name: str) -> int:
@@ -605,18 +630,9 @@ def run_stage(config, name: str, workdir: str, finished: Mapping[str, dict], mes
     def flush_metrics(step: int):
         if not pending:
             return
-        host = jax.device_get(pending)
+        summary = summarize_metrics(jax.device_get(pending))
         pending.clear()
-        summary = {}
-        for key in host[0]:
-            values = np.asarray([np.asarray(m[key], np.float64) for m in host])
-            summary[key] = float(values[-1] if key.startswith("lr_") else values.mean())
-        bad = [k for k, v in summary.items() if not np.isfinite(v)]
-        if bad:
-            raise FloatingPointError(
-                f"stage {name}, step {step}: non-finite training metrics {bad} "
-                f"({ {k: summary[k] for k in bad} }); stopping. Lower the learning rate or check "
-                "the data; the last good checkpoint is in " + ckpt_lib.checkpoint_dir(stage_dir))
+        check_finite(summary, f"stage {name}, step {step}", ckpt_lib.checkpoint_dir(stage_dir))
         writer.write_scalars(step, {f"{name}/train_{k}": v for k, v in summary.items()})
         logging.info("stage %s step %d/%d: %s", name, step, num_steps,
                      ", ".join(f"{k}={v:.4g}" for k, v in sorted(summary.items())))

@@ -120,3 +120,13 @@ def test_masked_return_normalisation_ignores_padding():
     np.testing.assert_array_equal(got[2], [0.0, 0.0])
     full = rl.normalize_returns_masked(returns[:2], jnp.array([True, True]))
     np.testing.assert_allclose(full, rl.normalize_returns(returns[:2]), rtol=1e-6)
+
+
+def test_metric_summary_and_nan_stop():
+    window = [{"loss": 1.0, "lr_policy": 0.3, "reward": 0.5}, {"loss": 3.0, "lr_policy": 0.1,
+                                                               "reward": np.float32(np.inf)}]
+    summary = train.summarize_metrics(window)
+    assert summary["loss"] == 2.0 and summary["lr_policy"] == 0.1
+    with pytest.raises(FloatingPointError, match=r"stage s, step 2: non-finite.*'reward': inf"):
+        train.check_finite(summary, "stage s, step 2", "/ckpt")
+    train.check_finite({"loss": 2.0}, "ok", "/ckpt")
