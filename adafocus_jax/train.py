@@ -687,7 +687,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
     A stage already finished in `workdir` is skipped and its final state handed on; an unfinished
     one resumes from its latest checkpoint. SIGTERM/SIGINT save a checkpoint and raise
-    `TrainingInterrupted`.
+    `TrainingInterrupted`. With `config.benchmark.enabled`, `adafocus_jax.benchmark.run` evaluates
+    the final model at the end.
 
     Returns:
       The final `TrainState` of the last stage.
@@ -713,4 +714,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             state = run_stage(config, name, workdir, finished, mesh, writer, stop, model=model,
                               train_source=train_source, init_variables=init_variables)
             finished[name] = jax.tree.map(np.asarray, jax.device_get(state.variables))
+        if config.get("benchmark") is not None and config.benchmark.get("enabled", False):
+            # The end-of-run benchmark (learned vs random/centre patches vs full frames).
+            from adafocus_jax import benchmark
+            benchmark.run(config, workdir, finished[names[-1]], model=model, mesh=mesh)
     return state
