@@ -236,3 +236,33 @@ def test_evaluate_counts_every_video_once_and_matches_manual_top1():
     limited = evaluate.evaluate_model(config, model, variables, source, patch_mode="glancer",
                                       batch_size=8, max_batches=1)
     assert limited["num_videos"] == 8
+
+
+def test_train_and_evaluate_end_to_end_on_8_devices(tmp_path):
+    """Every Sth-Sth stage for one step through `train_and_evaluate` (restores between stages,
+    evaluation, results.json, TensorBoard summaries), then a rerun that skips every stage."""
+    import json
+    import os
+
+    config, _, _ = setup("sthv2")
+    config = copy.deepcopy(config)
+    config.train.num_steps = 1
+    config.train.max_eval_batches = 1
+    state = train.train_and_evaluate(config, str(tmp_path))
+    assert int(state.step) == 1 and state.trained == ("classifier",)
+    for name in ("stage1", "stage2", "stage3"):
+        results = json.loads((tmp_path / name / "results.json").read_text())
+        assert results["final_eval"]["num_videos"] == 8                    # one eval batch
+        assert np.isfinite(results["final_eval"]["loss"])
+    # Stage 3 started from stage 2's policy, which started from stage 1's focuser.
+    s1 = train.ckpt_lib.load_variables_from_dir(str(tmp_path / "stage1"))
+    s3 = train.ckpt_lib.load_variables_from_dir(str(tmp_path / "stage3"))
+    for a, b in zip(jax.tree.leaves(s1["params"]["focuser"]),
+                    jax.tree.leaves(to_host(state.params["focuser"]))):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(jax.tree.leaves(s3["params"]), jax.tree.leaves(to_host(state.params))):
+        np.testing.assert_array_equal(a, b)
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
+    again = train.train_and_evaluate(config, str(tmp_path))                # all finished: skipped
+    for a, b in zip(jax.tree.leaves(to_host(again.params)), jax.tree.leaves(to_host(state.params))):
+        np.testing.assert_array_equal(a, b)
