@@ -543,12 +543,23 @@ def _eval_batch_size(config, recipe, mesh) -> int:
     return max(unit, size // unit * unit)
 
 
+def _json_safe(x):
+    """NaN/Inf → None (strict JSON has no NaN; e.g. "map" when the metric is top-1)."""
+    if isinstance(x, Mapping):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
 def _write_json(path: str, payload: Mapping) -> None:
     if jax.process_index() != 0:
         return
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
+        json.dump(_json_safe(payload), f, indent=2, sort_keys=True, allow_nan=False)
     os.replace(tmp, path)
 
 
@@ -641,7 +652,8 @@ def run_stage(config, name: str, workdir: str, finished: Mapping[str, dict], mes
         result = eval_lib.evaluate_model(
             config, model, state.variables, eval_source, patch_mode=recipe.eval_patch_mode,
             batch_size=eval_batch, mesh=mesh, max_batches=int(config.train.max_eval_batches))
-        writer.write_scalars(step, {f"{name}/eval_{k}": v for k, v in result.items()})
+        writer.write_scalars(step, {f"{name}/eval_{k}": v for k, v in result.items()
+                                    if math.isfinite(v)})
         logging.info("stage %s step %d eval (%s patches): %s", name, step,
                      recipe.eval_patch_mode, result)
         history.append({"step": step, **result})
