@@ -21,6 +21,7 @@ def data_config(size=64, frames=3, **overrides) -> ml_collections.ConfigDict:
     c = synthetic.default_synthetic_config()
     c.num_videos = ml_collections.ConfigDict(dict(train=20, val=6, test=6))
     c.digit_size = 16
+    c.region_grid = 1               # 64-px frames: the target roams the whole frame
     for k, v in overrides.items():
         c[k] = v
     return ml_collections.ConfigDict(dict(
@@ -85,7 +86,7 @@ def test_held_out_digits_are_disjoint_from_training_digits():
 def test_target_lies_inside_the_recorded_box():
     # No clutter, noise or background texture: every stroke pixel belongs to the target.
     dc = data_config(size=64, frames=5, num_clutter=0, noise_std=0.0, background_contrast=0.0,
-                     speed_min=3.0, speed_max=4.0)
+                     speed_min=3.0, speed_max=4.0, hint_contrast=0.0)
     source = synthetic.create_source(dc, "val")
     c = dc.synthetic
     yy, xx = np.mgrid[:64, :64]
@@ -114,7 +115,9 @@ def test_glance_resolution_hides_strokes_but_shows_the_plate():
     dc = data_config(size=96, frames=1, num_clutter=20, noise_std=0.0, background_contrast=0.0)
     source = synthetic.create_source(dc, "test")
     frame = source.get(0)["glance"][0].astype(np.float32)
-    glance = np.asarray(jax.image.resize(frame, (48, 48, 3), "linear", antialias=True))
+    # Channel means: the plate's tint is zero-mean over the channels.
+    glance = np.asarray(jax.image.resize(frame, (48, 48, 3), "linear", antialias=True)).mean(-1)
+    frame = frame.mean(-1)
     scene = source.scene(0)
     py, px = scene.positions[0]
     c = dc.synthetic
@@ -131,6 +134,29 @@ def test_glance_resolution_hides_strokes_but_shows_the_plate():
             max(px // 2 - 2, 0):(px + source.plate_size) // 2 + 2] = False
     assert np.abs(glance[outside] - bg).max() < 0.1 * 255 * c.ink_contrast
     assert inner.mean() - bg > 0.8 * 255 * c.plate_contrast
+
+
+def test_region_grid_and_plate_tint():
+    # 3×3 regions on 96-px frames: the whole digit box stays inside one 32-px cell per video.
+    dc = data_config(size=96, frames=6, region_grid=3, digit_size=16, plate_margin=3,
+                     speed_min=2.0, speed_max=2.0, noise_std=0.0, background_contrast=0.0,
+                     num_clutter=0)
+    source = synthetic.create_source(dc, "test")
+    cells = set()
+    for i in range(len(source)):
+        scene = source.scene(i)
+        cell = scene.positions[0] // 32
+        cells.add(tuple(cell))
+        assert (scene.positions // 32 == cell).all()
+        assert (scene.boxes[:, :2] >= cell * 32).all() and (scene.boxes[:, 2:] <= cell * 32 + 32).all()
+        # The plate is tinted by label parity: red above blue for even labels, below for odd.
+        frame = source.get(i)["glance"][0].astype(np.float32)
+        py, px = scene.positions[0]
+        r, g, b = frame[py:py + source.plate_size, px:px + source.plate_size].mean((0, 1))
+        assert (r > b) == (scene.label % 2 == 0), (scene.label, r, b)
+    assert len(cells) > 1
+    with pytest.raises(ValueError, match="region_grid"):
+        synthetic.create_source(data_config(size=64, region_grid=3), "test")
 
 
 def test_bounce_stays_inside_and_keeps_speed():

@@ -6,25 +6,34 @@ so that the three ingredients of AdaFocus each have a job (data_formats.md §5.5
 
 * **The glance network can locate but not read the digit.** Ink (digit strokes, target and clutter
   alike) is drawn as a fine ±1 checkerboard "halftone" of zero mean, so the glancer's antialiased
-  down-sampling (`config.model.glance_resize = "linear"`, factor ≥ 2) averages every stroke away: at
-  glance resolution a digit is invisible, whatever the network. The target digit sits on a brighter
-  "plate" (a low-frequency square slightly larger than the digit) that survives down-sampling, so the
-  glance sees *where* the digit is. Sklearn digits stay ~93 % readable when plainly down-sampled to
-  4×4 pixels, which is why resolution alone is not enough to hide them.
+  down-sampling (`config.model.glance_resize = "linear"`, factor 2) averages every stroke away: at
+  glance resolution a digit is invisible, whatever the network. (Sklearn digits stay ~93 % readable
+  when plainly down-sampled to 4×4 pixels, so resolution alone cannot hide them.) The target sits on
+  a "plate", a square slightly larger than the digit, brighter than the background and tinted by
+  the label's group (label mod `hint_groups`: warm or cool for 2 groups). The plate survives
+  down-sampling: the glance sees *where* the digit is, and its tint is coarse context that narrows
+  10 classes to 5 (glance-only accuracy is capped near 20 %). That tint matters for training, not
+  for the benchmark's margin: the glancer is trained by classification only (stage 0), and without
+  something label-related to find at the plate its features do not encode the plate's position (a
+  linear probe of untrained or classification-trained MobileNetV2 maps found the plate's cell in only
+  ~25 % of frames, measured), leaving the policy nothing to act on.
 * **A patch on the target is easy to classify**: at full resolution the halftone strokes are crisp.
-* **A random or centre patch rarely covers it**: the default patch (44 px on 144 px frames, 9.3 % of
-  the area) fully contains the 22 px digit for only ~4 % of random placements, and the fragments it
-  does cover look like parts of digits (they are drawn the same way, from other digits).
+* **A random or centre patch rarely covers it**: the frame is split into `region_grid`² cells (3×3)
+  and the target bounces inside one of them (the TFDS Moving-MNIST maths, §5.4, at 1–2 px/frame),
+  so the patch grid of the policy (3×3 positions of 48 px on 144 px frames, 11 % of the area each)
+  always has one position holding the whole digit, while a uniformly random 48-px patch contains the
+  whole 20-px digit in ~9 % of frames and the centre patch only when the digit is in the centre cell.
+  The fragments a random patch covers look like parts of digits (drawn the same way, from other
+  digits of the same split).
 
-The target bounces on a straight line (the TFDS Moving-MNIST maths, §5.4) at 2–4 px/frame; clutter
-is static; the per-frame target box is recorded (`SyntheticSource.scene(...).boxes`).
+Clutter is static; the per-frame target box is recorded (`SyntheticSource.scene(...).boxes`).
 
 Splits: "train", "val" and "test" draw their digits from disjoint pools of the 1,797 sklearn digits
 (a fixed permutation: test, then val, then train), and clutter fragments come from the same split's
 pool, so held-out videos contain no pixel of a training digit. Each video is a pure function of
 (seed, split, index); with a training `rng` (the loader's per-example generator, seeded by
-(seed, epoch, index)) the digit, trajectory, clutter and background are all drawn from it — every epoch is a fresh set of
-videos over the whole training pool.
+(seed, epoch, index)) the digit, trajectory, clutter and background are all drawn from it, so every
+epoch is a fresh set of videos over the whole training pool.
 
     source = create_source(config.data, "test")      # config.data.format == "synthetic"
     example = source.get(3, None)                    # {"glance", "label", "labels", "index"}
@@ -53,19 +62,26 @@ def default_synthetic_config() -> ml_collections.ConfigDict:
     c.num_videos = ml_collections.ConfigDict(dict(train=4096, val=512, test=1000))
     c.test_digits = 300             # sizes of the held-out digit pools; train gets the rest
     c.val_digits = 300
-    c.digit_size = 22               # the 8×8 digit is resized (bilinear) to this
+    c.digit_size = 20               # the 8×8 digit is resized (bilinear) to this
     c.ink_contrast = 0.32           # halftone amplitude: a stroke pixel is bg ± ink_contrast
+    c.ghost_contrast = 0.0          # mean brightness of ink (> 0: a faint blurred digit at glance size)
     c.plate_margin = 4              # the plate extends this far around the digit
-    c.plate_contrast = 0.18         # plate brightness over the background (what the glance sees)
+    c.plate_contrast = 0.25         # plate brightness over the background (what the glance sees)
+    # Coarse context the glance can see: the plate is tinted by the label's group (label mod
+    # hint_groups; warm / cool for 2 groups), so the glance alone can narrow 10 classes to 5 but
+    # never read the digit. Learning that tint is what teaches the glancer where the plate is.
+    c.hint_groups = 2
+    c.hint_contrast = 0.12
     c.background_level = 0.42
-    c.background_contrast = 0.08    # amplitude of the smooth coloured background field
+    c.background_contrast = 0.05    # amplitude of the smooth coloured background field
     c.background_grid = 5           # the field is bilinear noise on a grid of this size
-    c.noise_std = 0.03              # static per-pixel Gaussian noise
-    c.num_clutter = 14              # fragments of other digits (static)
+    c.noise_std = 0.02              # static per-pixel Gaussian noise
+    c.num_clutter = 4               # fragments of other digits (static)
     c.clutter_min = 3               # fragment side, in source (8×8) pixels
-    c.clutter_max = 5
-    c.speed_min = 2.0               # target speed, px/frame
-    c.speed_max = 4.0
+    c.clutter_max = 4
+    c.region_grid = 3               # the target stays inside one of region_grid² cells
+    c.speed_min = 1.0               # target speed, px/frame
+    c.speed_max = 2.0
     return c
 
 
@@ -170,9 +186,13 @@ class SyntheticSource:
         if self.num_videos <= 0:
             raise ValueError(f"config.data.synthetic.num_videos.{split} must be > 0")
         self.plate_size = int(c.digit_size) + 2 * int(c.plate_margin)
-        if c.digit_size < 8 or self.plate_size >= self.frame_size:
+        if int(c.region_grid) < 1:
+            raise ValueError(f"config.data.synthetic.region_grid={c.region_grid} must be >= 1")
+        cell = self.frame_size // int(c.region_grid)
+        if c.digit_size < 8 or self.plate_size >= cell:
             raise ValueError(f"config.data.synthetic.digit_size={c.digit_size} (+ 2 × plate_margin) "
-                             f"must be >= 8 and smaller than the frame ({self.frame_size})")
+                             f"must be >= 8 and smaller than the frame ({self.frame_size}) divided "
+                             f"by region_grid ({c.region_grid})")
         if not 1 <= c.clutter_min <= c.clutter_max <= 8:
             raise ValueError("config.data.synthetic: need 1 <= clutter_min <= clutter_max <= 8, got "
                              f"{c.clutter_min}, {c.clutter_max}")
@@ -195,6 +215,13 @@ class SyntheticSource:
         yy, xx = np.mgrid[:s, :s]
         self._carrier = np.where((yy + xx) % 2 == 0, 1.0, -1.0).astype(np.float32)  # [S, S]
         self._bg_matrix = _resize_matrix(s, int(c.background_grid))
+        groups = max(int(c.hint_groups), 1)
+        # Evenly spaced hues around the grey axis, zero mean over the channels.
+        angles = 2 * np.pi * np.arange(groups) / groups
+        hues = np.stack([np.cos(angles), np.cos(angles - 2 * np.pi / 3),
+                         np.cos(angles + 2 * np.pi / 3)], axis=-1)
+        self._tints = (float(c.hint_contrast) * hues if groups > 1
+                       else np.zeros((1, 3))).astype(np.float32)
 
     def __len__(self) -> int:
         return self.num_videos
@@ -215,11 +242,16 @@ class SyntheticSource:
             # with the epoch) covers the whole pool even when num_videos < pool size.
             k = int(rng.integers(len(self.pool)))
         s, t, d, plate = self.frame_size, self.num_frames, int(c.digit_size), self.plate_size
-        span = s - plate
+        # The target bounces inside one of region_grid² equal cells of the frame (the whole frame
+        # when region_grid == 1).
+        cell = s // int(c.region_grid)
+        span = cell - plate
+        region = rng.integers(0, int(c.region_grid), size=2)
         start = rng.uniform(0, span, size=2)
         angle = rng.uniform(0, 2 * np.pi)
         speed = rng.uniform(c.speed_min, c.speed_max)
-        positions = bounce(start, speed * np.array([np.sin(angle), np.cos(angle)]), t, span)
+        positions = region * cell + bounce(
+            start, speed * np.array([np.sin(angle), np.cos(angle)]), t, span)
         margin = int(c.plate_margin)
         boxes = np.concatenate([positions + margin, positions + margin + d], axis=1)
         clutter = []
@@ -256,17 +288,20 @@ class SyntheticSource:
             sprite = self.sprites[pool_pos[other]]
             clutter_ink[cy:cy + size, cx:cx + size] += sprite[fy:fy + size, fx:fx + size]
         amp = np.float32(c.ink_contrast)
-        ink = np.minimum(clutter_ink, 1.0) * self._carrier * amp
+        ghost = np.float32(c.ghost_contrast)
+        ink = np.minimum(clutter_ink, 1.0) * (self._carrier * amp + ghost)
         static = (bg + ink[..., None]).astype(np.float32)
         frames = np.repeat(static[None], self.num_frames, axis=0)
         target = self.sprites[pool_pos[scene.digit]]
+        tint = self._tints[scene.label % len(self._tints)]
         plate = self.plate_size
         for t, (py, px) in enumerate(scene.positions):
             win = (slice(py, py + plate), slice(px, px + plate))
             local_ink = clutter_ink[win].copy()
             local_ink[margin:margin + d, margin:margin + d] += target
-            frames[t][win] = (bg[win] + c.plate_contrast
-                              + (np.minimum(local_ink, 1.0) * self._carrier[win] * amp)[..., None])
+            frames[t][win] = (bg[win] + c.plate_contrast + tint
+                              + (np.minimum(local_ink, 1.0)
+                                 * (self._carrier[win] * amp + ghost))[..., None])
         return np.clip(frames * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
     def get(self, index: int, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
