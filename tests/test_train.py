@@ -266,3 +266,15 @@ def test_train_and_evaluate_end_to_end_on_8_devices(tmp_path):
     again = train.train_and_evaluate(config, str(tmp_path))                # all finished: skipped
     for a, b in zip(jax.tree.leaves(to_host(again.params)), jax.tree.leaves(to_host(state.params))):
         np.testing.assert_array_equal(a, b)
+
+
+def test_every_dispatched_data_format_is_listed():
+    """`data.FORMATS` (shown in the bad-format error) names exactly the formats `create_source`
+    dispatches, "random" (the tiny test videos the training tests use) included."""
+    assert set(data_lib.FORMATS) == set(data_lib._SOURCE_MODULES)
+    assert "random" in data_lib.FORMATS
+    config, _, _ = setup("sthv2")
+    bad = copy.deepcopy(config.data)
+    bad.format = "avi"
+    with pytest.raises(ValueError, match=r"format='avi'.*'random'"):
+        data_lib.create_source(bad, "train")

@@ -12,6 +12,7 @@ What an example holds is fixed in docs/CONTRACTS.md. `config.data.format` picks 
 | `webm` | `adafocus_jax.data.ssv2_video` | the official SSv2 release (`.webm` + JSON labels) |
 | `tfds` | `adafocus_jax.data.tfds_builders` | a TFDS dataset built from either of the above |
 | `synthetic` | `adafocus_jax.data.synthetic` | nothing: cluttered moving digits made on the fly |
+| `random` | `adafocus_jax.data.random_videos` | nothing: tiny seeded noise videos (tests, smoke runs) |
 
 Preparing data: `python -m adafocus_jax.tools.extract_frames` (videos -> frame folders + list
 file, the official `scale=-1:360`, `image_{:05d}.jpg`), `python -m adafocus_jax.tools.build_tfds`
@@ -26,7 +27,7 @@ import ml_collections
 from adafocus_jax.data.errors import DataError
 from adafocus_jax.data.loader import Loader, make_loader
 
-FORMATS = ("frames", "webm", "tfds", "synthetic")
+FORMATS = ("frames", "webm", "tfds", "synthetic", "random")
 # format -> module that defines `create_source(data_config, split)`.
 _SOURCE_MODULES = {
     "frames": "adafocus_jax.data.frames",
@@ -66,7 +67,7 @@ def default_data_config(dataset: str) -> ml_collections.ConfigDict:
     sth = dataset in ("sthv1", "sthv2")
     c = ml_collections.ConfigDict()
     c.dataset = dataset
-    c.format = "frames"                  # frames | webm | tfds | synthetic
+    c.format = "frames"                  # frames | webm | tfds | synthetic | random
     c.root = ""                          # frames: folder holding the per-video frame folders
     c.list_dir = ""                      # folder of the list files ("" = root)
     c.train_list = train_list
