@@ -350,15 +350,22 @@ def epoch_lr_schedule(recipe: StageRecipe, base_lr: float, num_steps: int) -> Ca
     """
     total_epochs = recipe.total_epochs
     num_epochs = max(recipe.num_epochs, 1)
+    num_steps = max(int(num_steps), 1)
     milestones = jnp.asarray(recipe.lr_step_epochs or (10 ** 9,), jnp.int32)
+    # The epoch index is computed in int32 (JAX's default integer): step * total_epochs must fit.
+    if num_steps * total_epochs >= 2 ** 31:
+        raise ValueError(f"stage {recipe.name}: {num_steps} steps x {total_epochs} epochs overflows "
+                         "the int32 epoch arithmetic of the lr schedule")
 
     def schedule(step):
-        step = jnp.asarray(step, jnp.float32)
-        epoch = jnp.floor(step * total_epochs / max(num_steps, 1))
+        # Integer arithmetic: a float32 `step * E / N` rounds once the product passes 2^24 and can
+        # put the last step of an epoch into the next one.
+        step = jnp.asarray(step, jnp.int32)
+        epoch = step * total_epochs // num_steps
         if recipe.lr_schedule == "cosine":
-            return base_lr * 0.5 * (1.0 + jnp.cos(jnp.pi * epoch / num_epochs))
+            return base_lr * 0.5 * (1.0 + jnp.cos(jnp.pi * epoch.astype(jnp.float32) / num_epochs))
         if recipe.lr_schedule == "step":
-            passed = jnp.sum(milestones <= epoch.astype(jnp.int32))
+            passed = jnp.sum(milestones <= epoch)
             return base_lr * jnp.power(0.1, passed.astype(jnp.float32))
         return jnp.full((), base_lr, jnp.float32)
 

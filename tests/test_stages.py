@@ -87,6 +87,32 @@ def test_cosine_schedule_per_epoch_with_the_extra_zero_epoch():
     np.testing.assert_allclose(lrs, [0.1, 0.1, 0.05, 0.05, 0.0, 0.0], atol=1e-7)
 
 
+def test_epoch_index_is_exact_integer_arithmetic_on_long_runs():
+    """ActivityNet stage 1 (50 + 1 epochs, cosine) over 51 x 800,000 steps: the last step of epoch
+    26 and the first of epoch 27 (step * 51 near 2^30, where float32 rounds by 64) land in their own
+    epochs; on short runs the schedule is the float formula's, value for value."""
+    config = tiny_config("actnet")
+    config.stages.stage1.num_epochs = 50
+    recipe = stages.resolve_recipe(config, "stage1")
+    per_epoch = 800_000
+    num_steps = per_epoch * recipe.total_epochs
+    schedule = stages.epoch_lr_schedule(recipe, 0.05, num_steps)
+    cosine = lambda e: 0.05 * 0.5 * (1 + np.cos(np.pi * e / 50))  # noqa: E731
+    for step, epoch in ((27 * per_epoch - 1, 26), (27 * per_epoch, 27), (num_steps - 1, 50)):
+        assert float(schedule(step)) == pytest.approx(cosine(epoch), rel=1e-6, abs=1e-9), (step, epoch)
+
+    def float_schedule(step, total):   # the former float32 formula, op for op
+        epoch = jnp.floor(jnp.asarray(step, jnp.float32) * recipe.total_epochs / total)
+        return 0.05 * 0.5 * (1.0 + jnp.cos(jnp.pi * epoch / 50))
+
+    for total in (6, 8, 51, 100):
+        schedule = stages.epoch_lr_schedule(recipe, 0.05, total)
+        assert [float(schedule(s)) for s in range(total)] == [
+            float(float_schedule(s, total)) for s in range(total)]
+    with pytest.raises(ValueError, match="overflows"):
+        stages.epoch_lr_schedule(recipe, 0.05, 50_000_000)
+
+
 def test_restore_modules_from_finished_stage_and_errors(tmp_path):
     config = tiny_config("sthv2")
     recipe = stages.resolve_recipe(config, "stage2")
