@@ -278,3 +278,29 @@ def test_every_dispatched_data_format_is_listed():
     bad.format = "avi"
     with pytest.raises(ValueError, match=r"format='avi'.*'random'"):
         data_lib.create_source(bad, "train")
+
+
+def test_logit_sum_classifier_fc_has_torch_linear_init():
+    """Sth-Sth `fc` starts as PyTorch's `nn.Linear(F, C)`: kernel and bias U(±1/√F). With the
+    released lr bug this random init is the classifier of every later stage (spec §11.1)."""
+    from adafocus_jax.models.classifiers import LogitSumClassifier
+    fan_in, classes = 256, 40
+    module = LogitSumClassifier(classes)
+    variables = module.init(jax.random.key(0), jnp.zeros((2, 3, classes)),
+                            jnp.zeros((2, 4, fan_in)))
+    fc = variables["params"]["fc"]
+    assert set(fc) == {"kernel", "bias"} and fc["kernel"].shape == (fan_in, classes)
+    bound = fan_in ** -0.5
+    for name, x in fc.items():
+        x = np.asarray(x)
+        assert np.abs(x).max() <= bound, name
+        # Uniform over the whole interval: the extremes come close to ±bound, the std is b/√3.
+        assert np.abs(x).max() > 0.9 * bound, name
+        assert np.std(x) == pytest.approx(bound / np.sqrt(3), rel=0.2), name
+    # The model's classifier of the tiny Sth-Sth config (F = the focuser's feature width).
+    config, model, variables = setup("sthv2")
+    kernel = np.asarray(variables["params"]["classifier"]["fc"]["kernel"])
+    bias = np.asarray(variables["params"]["classifier"]["fc"]["bias"])
+    bound = kernel.shape[0] ** -0.5
+    assert np.abs(kernel).max() <= bound and np.abs(bias).max() <= bound
+    assert np.abs(bias).max() > 0.5 * bound            # not the zero bias of nn.Dense's default

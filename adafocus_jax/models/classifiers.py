@@ -14,11 +14,16 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from adafocus_jax.models.recurrent import GRU, torch_dense
+from adafocus_jax.models.recurrent import GRU, torch_dense, torch_uniform_init
 
 
 class LogitSumClassifier(nn.Module):
     """Sth-Sth fusion: `mean_t fc(dropout(local_t)) + mean_t glance_logits_t`.
+
+    `fc` (params `fc/kernel` `[F, C]`, `fc/bias` `[C]`) is initialised like the official
+    `nn.Linear(F, C)`: kernel and bias U(±1/√F), F = the local feature width, known at the first
+    call. This matters beyond parity of the init: with `reproduce_released_lr_bug=True` the
+    classifier is never trained and stays at this random initialisation (spec §11.1).
 
     Attributes:
       num_classes: C.
@@ -28,17 +33,21 @@ class LogitSumClassifier(nn.Module):
     dropout: float = 0.5
     dtype: Any = jnp.float32
 
-    def setup(self):
-        self.fc = nn.Dense(self.num_classes, dtype=self.dtype)
-        self.drop = nn.Dropout(self.dropout)
-
+    @nn.compact
     def __call__(self, glance_out: jnp.ndarray, local_features: jnp.ndarray, train: bool = False):
         """Args: glance_out `[B, T_G, C]` glance logits; local_features `[B, T_L, F]`.
 
         Returns:
           (logits `[B, C]`, step_logits `[B, 1, C]`): one policy step per video.
         """
-        local_logits = self.fc(self.drop(local_features, deterministic=not train))
+        fan_in = local_features.shape[-1]
+        # torch_dense's initialisation (PyTorch nn.Linear), with this module's compute dtype.
+        fc = nn.Dense(self.num_classes, dtype=self.dtype, name="fc",
+                      kernel_init=nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
+                      bias_init=torch_uniform_init(fan_in ** -0.5))
+        # Named "drop" as before, so the dropout masks (derived from the module path) are unchanged.
+        drop = nn.Dropout(self.dropout, name="drop")
+        local_logits = fc(drop(local_features, deterministic=not train))
         logits = local_logits.mean(axis=1) + glance_out.mean(axis=1)
         return logits, logits[:, None]
 
