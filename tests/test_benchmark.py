@@ -34,6 +34,7 @@ def tiny_config():
     d.input_size = d.scale_size = 64
     d.num_glance_frames = d.num_focus_frames = 2
     d.synthetic.digit_size = 16
+    d.synthetic.region_grid = 1               # 64-px frames: the digit roams the whole frame
     d.synthetic.num_videos.test = 12          # 2 batches of 8, the second one padded
     config.benchmark.batch_size = 8
     return config
