@@ -2,7 +2,9 @@
 
 Layout: `WORKDIR/<stage>/checkpoints/<step>/` holding `{"step", "params", "batch_stats", "opt_state"}`.
 The last step of a stage is always saved, so "the latest step equals the stage length" means the
-stage is finished (a rerun skips it and hands its final variables to the next stage).
+stage is finished (a rerun skips it and hands its final variables to the next stage); the
+`results.json` the stage writes when it ends records that length (`"steps"`), so a later stage can
+check that a source stage finished without knowing its config (`stage_progress`).
 
 Saves are asynchronous by default (`config.ckpt.async_save`); orbax writes into a temporary
 directory and renames it when complete, so a run killed at any moment (SIGKILL included) resumes
@@ -10,6 +12,7 @@ from the last complete step. Every process calls every function here (orbax coor
 multi-host writes).
 """
 
+import json
 import logging
 import os
 from typing import Any
@@ -77,18 +80,52 @@ def restore(manager: ocp.CheckpointManager, state, mesh, step: int | None = None
                          batch_stats=items["batch_stats"], opt_state=items["opt_state"])
 
 
-def load_variables_from_dir(path: str) -> dict[str, Any]:
-    """`{"params", "batch_stats"}` of the latest checkpoint of a stage directory (or of its
-    `checkpoints/` folder), as host numpy trees. Used to hand a finished stage of an earlier run to
-    a later stage, and as the fallback reader of `config.init_from`."""
+def _read_only_manager(root: str) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
+        root, options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+
+
+def latest_step(stage_dir: str) -> int | None:
+    """The latest complete checkpoint step of a stage directory (None if it has none)."""
+    root = checkpoint_dir(stage_dir)
+    if not os.path.isdir(root):
+        return None
+    with _read_only_manager(root) as manager:
+        return manager.latest_step()
+
+
+def stage_progress(stage_dir: str) -> tuple[int | None, int | None]:
+    """(latest checkpoint step, the stage length recorded in its `results.json` or None).
+
+    `results.json` is written when a stage ends, so `recorded == latest` means the stage finished
+    (an earlier, finished run of a stage later resumed with more steps does not count: its
+    `results.json` holds the old length, the checkpoint a later step).
+    """
+    latest = latest_step(stage_dir)
+    recorded = None
+    path = os.path.join(os.path.abspath(stage_dir), "results.json")
+    if os.path.exists(path):
+        try:
+            with open(path) as f:
+                recorded = int(json.load(f)["steps"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}: unreadable stage results ({e!r}); expected a JSON object "
+                             "with an integer \"steps\"") from e
+    return latest, recorded
+
+
+def load_variables_from_dir(path: str, step: int | None = None) -> dict[str, Any]:
+    """`{"params", "batch_stats"}` of the latest (or `step`) checkpoint of a stage directory (or of
+    its `checkpoints/` folder), as host numpy trees. Used to hand a finished stage of an earlier run
+    to a later stage, and as the fallback reader of `config.init_from`."""
     path = os.path.abspath(path)
     root = path if os.path.basename(path) == "checkpoints" else checkpoint_dir(path)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"{path}: no stage checkpoint directory ({root} does not exist)")
-    options = ocp.CheckpointManagerOptions(read_only=True, create=False)
-    with ocp.CheckpointManager(root, options=options) as manager:
-        step = manager.latest_step()
+    with _read_only_manager(root) as manager:
+        step = manager.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"{root}: no complete checkpoint")
         items = manager.restore(step, args=ocp.args.StandardRestore())
     return {"params": items["params"], "batch_stats": items.get("batch_stats", {})}
+

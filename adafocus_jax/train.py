@@ -412,6 +412,17 @@ def _load_init_from(path: str, config) -> dict:
     directory, an official `.pth` / `.pth.tar` file)."""
     if os.path.isdir(ckpt_lib.checkpoint_dir(path)) or os.path.basename(
             os.path.normpath(path)) == "checkpoints":
+        stage_dir = path if os.path.basename(os.path.normpath(path)) != "checkpoints" else \
+            os.path.dirname(os.path.normpath(path))
+        latest, recorded = ckpt_lib.stage_progress(stage_dir)
+        if recorded is None:
+            logging.warning("config.init_from=%s: no results.json, so it cannot be checked that "
+                            "this stage finished; using its latest checkpoint (step %s)", path,
+                            latest)
+        elif latest is not None and recorded != latest:
+            raise ValueError(f"config.init_from={path!r}: that stage is unfinished: its latest "
+                             f"checkpoint is step {latest}, its results.json records a finished "
+                             f"run of {recorded} steps. Finish that stage first")
         return ckpt_lib.load_variables_from_dir(path)
     try:
         from adafocus_jax import convert
@@ -435,13 +446,53 @@ def _check_same_tree(module: str, source: str, got: Any, want: Any, collection: 
                          f"model (missing {missing}, unexpected {extra}, wrong shape {wrong})")
 
 
+def check_stage_finished(config, source: str, workdir: str, where: str,
+                         num_train_examples: int | None = None) -> int:
+    """The final step of stage `source` in `workdir/<source>`; raises if that stage is unfinished.
+
+    Finished means: its `results.json` (written when a stage ends) records the length its latest
+    checkpoint reached, or — when the process died after the last checkpoint but before
+    `results.json` — the latest step equals the stage length under `config` (needs
+    `num_train_examples`, the training split's size).
+
+    Raises:
+      ValueError naming the directory, the latest step and the expected one, telling the user to
+      finish that stage first.
+    """
+    stage_dir = os.path.join(workdir, source)
+    latest, recorded = ckpt_lib.stage_progress(stage_dir)
+    if latest is None:
+        raise ValueError(f"{where}: {ckpt_lib.checkpoint_dir(stage_dir)} holds no complete "
+                         f"checkpoint; run stage {source!r} first")
+    if recorded is not None and recorded == latest:
+        return latest
+    total = None
+    if num_train_examples is not None and source in config.stages:
+        total, _ = stages.num_train_steps(config, stages.resolve_recipe(config, source),
+                                          num_train_examples)
+        if latest == total:
+            return latest
+    expected = (f"{total} steps under the current config" if total is not None else
+                "the length recorded in its results.json" if recorded is not None else
+                "a results.json marking it finished")
+    recorded_text = (f"; its results.json records a finished run of {recorded} steps"
+                     if recorded is not None else "")
+    raise ValueError(
+        f"{where}: stage {source!r} in {stage_dir} is unfinished: its latest checkpoint is step "
+        f"{latest}, expected {expected}{recorded_text}. Finish that stage first (rerun with "
+        f"--config.run_stages={source} and the same config), or remove {stage_dir} to retrain "
+        "it from scratch")
+
+
 def restore_modules(variables: dict, recipe: stages.StageRecipe, finished: Mapping[str, dict],
-                    config, workdir: str) -> dict:
+                    config, workdir: str, num_train_examples: int | None = None) -> dict:
     """Replaces the modules named in `recipe.restore` with their source's variables.
 
     Sources: a stage finished earlier in this run (`finished`), a stage directory of this workdir
-    that holds a finished checkpoint, or `config.init_from`. With `config.init_from` empty, a
-    module restored from "init_from" keeps its random initialisation (with a warning).
+    whose stage finished (`check_stage_finished`; an interrupted one is an error, never silently
+    used), or `config.init_from`. With `config.init_from` empty, a module restored from
+    "init_from" keeps its random initialisation (with a warning). `num_train_examples` (the
+    training split's size) lets a stage directory count as finished from its step count alone.
     """
     params, batch_stats = dict(variables["params"]), dict(variables["batch_stats"])
     cache = {}
@@ -451,7 +502,11 @@ def restore_modules(variables: dict, recipe: stages.StageRecipe, finished: Mappi
         elif source != stages.INIT_FROM and os.path.isdir(
                 ckpt_lib.checkpoint_dir(os.path.join(workdir, source))):
             if source not in cache:
-                cache[source] = ckpt_lib.load_variables_from_dir(os.path.join(workdir, source))
+                step = check_stage_finished(config, source, workdir,
+                                            f"stage {recipe.name}: restore {module}={source}",
+                                            num_train_examples)
+                cache[source] = ckpt_lib.load_variables_from_dir(os.path.join(workdir, source),
+                                                                 step)
             src = cache[source]
         elif config.init_from:
             if "init_from" not in cache:
@@ -599,7 +654,8 @@ def run_stage(config, name: str, workdir: str, finished: Mapping[str, dict], mes
 
     # Initial variables: random init (same on every process), then the recipe's restores.
     variables = init_variables if init_variables is not None else initial_variables(config, model)
-    variables = restore_modules(variables, recipe, finished, config, workdir)
+    variables = restore_modules(variables, recipe, finished, config, workdir,
+                                num_train_examples=len(train_source))
     state, schedules = create_train_state(variables["params"], variables["batch_stats"], recipe,
                                           num_steps)
     state = parallel.replicate(state, mesh)

@@ -135,6 +135,57 @@ def test_restore_modules_from_finished_stage_and_errors(tmp_path):
         train.restore_modules(variables, recipe, {}, config, str(tmp_path))
 
 
+def _write_stage(stage_dir, step, variables, results_steps=None):
+    """A stage directory as run_stage leaves it: a checkpoint at `step`, optional results.json."""
+    import json
+    import os
+    import orbax.checkpoint as ocp
+    from adafocus_jax import checkpoint as ckpt_lib
+    manager = ckpt_lib.make_manager(str(stage_dir), async_save=False)
+    if step not in manager.all_steps():
+        manager.save(step, args=ocp.args.StandardSave({"step": np.asarray(step, np.int32),
+                                                       **variables, "opt_state": {}}), force=True)
+    manager.wait_until_finished()
+    manager.close()
+    path = os.path.join(str(stage_dir), "results.json")
+    if results_steps is None:
+        if os.path.exists(path):
+            os.remove(path)
+    else:
+        with open(path, "w") as f:
+            json.dump({"stage": "stage1", "steps": results_steps}, f)
+
+
+def test_restore_refuses_an_unfinished_stage_directory(tmp_path):
+    """A later stage takes a module from `workdir/<source>` only when that stage finished: its
+    results.json records the latest step, or the latest step is the stage length."""
+    config = tiny_config("sthv2")                 # stage1: 32 videos / 8 = 4 steps x 2 epochs = 8
+    recipe = stages.resolve_recipe(config, "stage2")
+    init = {"params": jax.tree.map(np.asarray, _params()), "batch_stats": {}}
+    trained = copy.deepcopy(init)
+    trained["params"]["focuser"]["conv1"]["kernel"] = np.full((3,), 5.0, np.float32)
+    stage_dir = tmp_path / "stage1"
+    _write_stage(stage_dir, 3, trained)                         # interrupted at step 3 of 8
+    with pytest.raises(ValueError, match=r"restore glancer=stage1: stage 'stage1' in .*stage1 is "
+                                         r"unfinished: its latest checkpoint is step 3, expected 8 "
+                                         r"steps .*Finish that stage first"):
+        train.restore_modules(init, recipe, {}, config, str(tmp_path), num_train_examples=32)
+    with pytest.raises(ValueError, match=r"step 3, expected a results.json marking it finished"):
+        train.restore_modules(init, recipe, {}, config, str(tmp_path))
+    # An earlier finished run of 2 steps, resumed with more steps and interrupted at step 3.
+    _write_stage(stage_dir, 3, trained, results_steps=2)
+    with pytest.raises(ValueError, match=r"step 3, .*records a finished run of 2 steps"):
+        train.restore_modules(init, recipe, {}, config, str(tmp_path))
+    # Finished: results.json says 3 steps, or (died before results.json) 3 == the stage length.
+    _write_stage(stage_dir, 3, trained, results_steps=3)
+    out = train.restore_modules(init, recipe, {}, config, str(tmp_path))
+    np.testing.assert_array_equal(out["params"]["focuser"]["conv1"]["kernel"], 5.0)
+    _write_stage(stage_dir, 3, trained)
+    config.train.num_steps = 3
+    out = train.restore_modules(init, recipe, {}, config, str(tmp_path), num_train_examples=32)
+    np.testing.assert_array_equal(out["params"]["focuser"]["conv1"]["kernel"], 5.0)
+
+
 def test_masked_return_normalisation_ignores_padding():
     from adafocus_jax import rl
     returns = jnp.array([[1.0, 2.0], [3.0, 4.0], [100.0, -50.0]])
