@@ -17,13 +17,38 @@ import jax.numpy as jnp
 from adafocus_jax.models.recurrent import GRU, torch_dense, torch_uniform_init
 
 
+class TorchLinear(nn.Module):
+    """`torch.nn.Linear` as a Flax layer: params `kernel` `[F, C]` and `bias` `[C]`, both
+    U(±1/√F) at init (what `torch_dense` gives), with F read from the input at the first call, so
+    the owner need not know its input width in `setup`.
+
+    Attributes:
+      features: C.
+      dtype: the compute dtype (params stay float32).
+    """
+    features: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        """`[..., F]` → `[..., C]`."""
+        fan_in = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
+                            (fan_in, self.features), jnp.float32)
+        bias = self.param("bias", torch_uniform_init(fan_in ** -0.5), (self.features,),
+                          jnp.float32)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        return jnp.dot(x, kernel) + bias
+
+
 class LogitSumClassifier(nn.Module):
     """Sth-Sth fusion: `mean_t fc(dropout(local_t)) + mean_t glance_logits_t`.
 
     `fc` (params `fc/kernel` `[F, C]`, `fc/bias` `[C]`) is initialised like the official
-    `nn.Linear(F, C)`: kernel and bias U(±1/√F), F = the local feature width, known at the first
-    call. This matters beyond parity of the init: with `reproduce_released_lr_bug=True` the
-    classifier is never trained and stays at this random initialisation (spec §11.1).
+    `nn.Linear(F, C)`: kernel and bias U(±1/√F), F = the local feature width, read at the first
+    call (`TorchLinear`). This matters beyond parity of the init: with
+    `reproduce_released_lr_bug=True` the classifier is never trained and stays at this random
+    initialisation (spec §11.1).
 
     Attributes:
       num_classes: C.
@@ -33,21 +58,17 @@ class LogitSumClassifier(nn.Module):
     dropout: float = 0.5
     dtype: Any = jnp.float32
 
-    @nn.compact
+    def setup(self):
+        self.fc = TorchLinear(self.num_classes, dtype=self.dtype)
+        self.drop = nn.Dropout(self.dropout)
+
     def __call__(self, glance_out: jnp.ndarray, local_features: jnp.ndarray, train: bool = False):
         """Args: glance_out `[B, T_G, C]` glance logits; local_features `[B, T_L, F]`.
 
         Returns:
           (logits `[B, C]`, step_logits `[B, 1, C]`): one policy step per video.
         """
-        fan_in = local_features.shape[-1]
-        # torch_dense's initialisation (PyTorch nn.Linear), with this module's compute dtype.
-        fc = nn.Dense(self.num_classes, dtype=self.dtype, name="fc",
-                      kernel_init=nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
-                      bias_init=torch_uniform_init(fan_in ** -0.5))
-        # Named "drop" as before, so the dropout masks (derived from the module path) are unchanged.
-        drop = nn.Dropout(self.dropout, name="drop")
-        local_logits = fc(drop(local_features, deterministic=not train))
+        local_logits = self.fc(self.drop(local_features, deterministic=not train))
         logits = local_logits.mean(axis=1) + glance_out.mean(axis=1)
         return logits, logits[:, None]
 
