@@ -10,6 +10,10 @@ eval mode. Patch modes:
   * "random": the official random baseline patches (stage-1 validation; key = fold_in(seed, batch));
   * "center": the centre patch;
   * "glancer" / "focuser": the stage-0 single-network heads on whole frames, averaged over frames.
+
+Multi-clip / multi-crop testing (`config.data.eval_num_clips`, `eval_num_crops`; examples with V
+views, `glance` `[V, T, S, S, 3]`): the V views of a video run as V batch rows and their softmax
+probabilities are averaged; every metric uses the averaged scores (see `make_eval_step`).
 """
 
 import logging
@@ -35,8 +39,15 @@ _STEP_CACHE: dict[tuple, tuple[Any, Any]] = {}
 def make_eval_step(model, patch_mode: str, seed: int, with_scores: bool):
     """`(variables, batch, batch_index) -> sums` for one batch (un-jitted).
 
+    `batch["glance"]` is `[B, T_G, S, S, 3]` (one view per video) or `[B, V, T_G, S, S, 3]`
+    (multi-clip / multi-crop testing, `config.data.eval_num_clips * eval_num_crops = V`; `focus`
+    likewise). With V views the step folds them into the batch (`[B·V, ...]`), runs the model once,
+    and averages the V softmax probability vectors of each video; top-1/top-5, the CE loss
+    (−log of the averaged probability of the label) and the mAP scores all use that average.
+    V identical views give the single-view result.
+
     Returns a dict of scalars `correct1`, `correct5`, `loss_sum`, `count` (masked sums) and, with
-    `with_scores`, `scores` `[B, C]` softmax probabilities for the mAP.
+    `with_scores`, `scores` `[B, C]` softmax probabilities (view-averaged) for the mAP.
     """
     if patch_mode not in EVAL_PATCH_MODES:
         raise ValueError(f"patch_mode must be one of {EVAL_PATCH_MODES}, got {patch_mode!r}")
@@ -46,6 +57,17 @@ def make_eval_step(model, patch_mode: str, seed: int, with_scores: bool):
         focus = normalize_jnp(batch["focus"]) if "focus" in batch else None
         labels = batch["label"]
         mask = batch["mask"].astype(jnp.float32)
+        if glance.ndim not in (5, 6):
+            raise ValueError(f"eval batch: glance must be [B, T, S, S, 3] or [B, V, T, S, S, 3], "
+                             f"got shape {glance.shape}")
+        views = glance.shape[1] if glance.ndim == 6 else 0
+        if views:
+            glance = glance.reshape((-1,) + glance.shape[2:])
+            if focus is not None:
+                if focus.ndim != 6 or focus.shape[1] != views:
+                    raise ValueError(f"eval batch: glance has {views} views {batch['glance'].shape}"
+                                     f" but focus has shape {focus.shape}")
+                focus = focus.reshape((-1,) + focus.shape[2:])
         if patch_mode == "glancer":
             logits = model.apply(variables, glance, False, method="glancer_logits")
         elif patch_mode == "focuser":
@@ -57,6 +79,13 @@ def make_eval_step(model, patch_mode: str, seed: int, with_scores: bool):
             logits = model.apply(variables, glance, focus, train=False, patch_mode=patch_mode,
                                  rngs=rngs).logits
         logits = logits.astype(jnp.float32)
+        if views:
+            # Mean of the V probability vectors, kept in log space: log(mean_v p_v) =
+            # logsumexp_v(log p_v) − log V. These normalised log-probabilities act as logits below
+            # (same top-k as the averaged probabilities; CE = −log of the averaged label prob).
+            log_probs = jax.nn.log_softmax(logits, axis=-1).reshape(
+                (-1, views) + logits.shape[1:])
+            logits = jax.nn.logsumexp(log_probs, axis=1) - jnp.log(float(views))
         out = {
             "correct1": jnp.sum(metrics_lib.topk_correct(logits, labels, 1) * mask),
             "correct5": jnp.sum(metrics_lib.topk_correct(logits, labels, 5) * mask),
