@@ -6,6 +6,11 @@ stage is finished (a rerun skips it and hands its final variables to the next st
 `results.json` the stage writes when it ends records that length (`"steps"`), so a later stage can
 check that a source stage finished without knowing its config (`stage_progress`).
 
+With `config.train.handoff = "best"`, `WORKDIR/<stage>/best/<step>/` holds `{"params",
+"batch_stats", "metric"}` of the best evaluation so far (saved synchronously, one step kept; the
+metric value travels in the checkpoint itself, so a resumed stage keeps comparing against it), and
+`best.json` next to it says which step and value, for people.
+
 Saves are asynchronous by default (`config.ckpt.async_save`); orbax writes into a temporary
 directory and renames it when complete, so a run killed at any moment (SIGKILL included) resumes
 from the last complete step. Every process calls every function here (orbax coordinates
@@ -18,6 +23,7 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from adafocus_jax import parallel
@@ -129,3 +135,57 @@ def load_variables_from_dir(path: str, step: int | None = None) -> dict[str, Any
         items = manager.restore(step, args=ocp.args.StandardRestore())
     return {"params": items["params"], "batch_stats": items.get("batch_stats", {})}
 
+
+# --------------------------------------------------------------------------------------------------
+# The best-validated variables of a stage (config.train.handoff = "best").
+
+
+def best_dir(stage_dir: str) -> str:
+    return os.path.join(os.path.abspath(stage_dir), "best")
+
+
+def save_best(stage_dir: str, variables, step: int, metric: str, value: float) -> None:
+    """Stores `variables` (`{"params", "batch_stats"}`) as the stage's best, evaluated at `step`
+    with `metric` = `value`. Synchronous: when it returns, the files are complete."""
+    root = best_dir(stage_dir)
+    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
+                                           enable_async_checkpointing=False)
+    with ocp.CheckpointManager(root, options=options) as manager:
+        if step not in manager.all_steps():
+            items = {"params": variables["params"], "batch_stats": variables["batch_stats"],
+                     "metric": np.asarray(value, np.float64)}
+            manager.save(step, args=ocp.args.StandardSave(items), force=True)
+            manager.wait_until_finished()
+    if jax.process_index() == 0:
+        tmp = os.path.join(root, "best.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump({"step": int(step), "metric": metric, "value": float(value)}, f, indent=2)
+        os.replace(tmp, os.path.join(root, "best.json"))
+
+
+def best_info(stage_dir: str) -> tuple[int, float] | None:
+    """(step, metric value) of the stored best variables, or None if the stage has none."""
+    root = best_dir(stage_dir)
+    if not os.path.isdir(root):
+        return None
+    with _read_only_manager(root) as manager:
+        step = manager.latest_step()
+        if step is None:
+            return None
+        metric = manager.restore(step, args=ocp.args.StandardRestore())["metric"]
+    return step, float(np.asarray(metric))
+
+
+def load_best(stage_dir: str) -> tuple[dict[str, Any], int, float] | None:
+    """(`{"params", "batch_stats"}` host trees, step, metric value) of the stage's best
+    evaluation, or None if it stored none."""
+    root = best_dir(stage_dir)
+    if not os.path.isdir(root):
+        return None
+    with _read_only_manager(root) as manager:
+        step = manager.latest_step()
+        if step is None:
+            return None
+        items = manager.restore(step, args=ocp.args.StandardRestore())
+    variables = {"params": items["params"], "batch_stats": items.get("batch_stats", {})}
+    return variables, step, float(np.asarray(items["metric"]))

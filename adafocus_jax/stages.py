@@ -172,6 +172,13 @@ def add_training_config(config: ml_collections.ConfigDict) -> ml_collections.Con
     config.train.num_workers = 0              # data-loader worker threads/processes
     config.train.donate_state = True
     config.train.final_eval = True            # evaluate at the end of every stage
+    # What a finished stage hands to the next one (and to a rerun's later stages):
+    #   "last": its final variables;
+    #   "best": the variables of its best evaluation by config.eval.metric (periodic evals and the
+    #     final one; kept in WORKDIR/<stage>/best so reruns and resumes keep them), as the official
+    #     ActivityNet scripts do (a checkpoint is written only when validation improves, spec §4.3,
+    #     §11.14). A stage that evaluated nothing hands on its last variables (logged).
+    config.train.handoff = "last"
 
     config.ckpt = ml_collections.ConfigDict()
     config.ckpt.every_steps = 0               # 0: once per epoch

@@ -423,7 +423,7 @@ def _load_init_from(path: str, config) -> dict:
             raise ValueError(f"config.init_from={path!r}: that stage is unfinished: its latest "
                              f"checkpoint is step {latest}, its results.json records a finished "
                              f"run of {recorded} steps. Finish that stage first")
-        return ckpt_lib.load_variables_from_dir(path)
+        return handoff_variables(config, stage_dir)
     try:
         from adafocus_jax import convert
     except ImportError as e:   # the converter needs optional dependencies (torch for .pth files)
@@ -444,6 +444,41 @@ def _check_same_tree(module: str, source: str, got: Any, want: Any, collection: 
                  and np.shape(flat_got[k]) != np.shape(flat_want[k])][:5]
         raise ValueError(f"restore {module}={source}: {collection}/{module} does not match the "
                          f"model (missing {missing}, unexpected {extra}, wrong shape {wrong})")
+
+
+HANDOFF_MODES = ("last", "best")
+
+
+def handoff_mode(config) -> str:
+    """`config.train.handoff` ("last" when absent), validated."""
+    mode = str(config.train.get("handoff", "last"))
+    if mode not in HANDOFF_MODES:
+        raise ValueError(f"config.train.handoff={mode!r}: expected one of {HANDOFF_MODES}")
+    return mode
+
+
+def handoff_variables(config, stage_dir: str, state: TrainState | None = None,
+                      step: int | None = None) -> dict:
+    """The `{"params", "batch_stats"}` (host numpy) a finished stage hands on.
+
+    With `config.train.handoff == "best"`: the stored variables of the stage's best evaluation
+    (`stage_dir/best`), or — when the stage evaluated nothing — its last variables, with a log line.
+    Otherwise (and in that fallback) the last variables: those of `state` if given, else of the
+    checkpoint at `step` (default the latest) of `stage_dir`.
+    """
+    if handoff_mode(config) == "best":
+        best = ckpt_lib.load_best(stage_dir)
+        if best is not None:
+            variables, best_step, value = best
+            logging.info("%s hands on its best evaluation: step %d, %s=%.6g", stage_dir,
+                         best_step, config.eval.metric, value)
+            return variables
+        logging.info("%s: config.train.handoff='best' but the stage stored no evaluation (no eval "
+                     "ran, or none gave a finite %s); handing on its last variables", stage_dir,
+                     config.eval.metric)
+    if state is not None:
+        return jax.tree.map(np.asarray, jax.device_get(state.variables))
+    return ckpt_lib.load_variables_from_dir(stage_dir, step)
 
 
 def check_stage_finished(config, source: str, workdir: str, where: str,
@@ -505,8 +540,8 @@ def restore_modules(variables: dict, recipe: stages.StageRecipe, finished: Mappi
                 step = check_stage_finished(config, source, workdir,
                                             f"stage {recipe.name}: restore {module}={source}",
                                             num_train_examples)
-                cache[source] = ckpt_lib.load_variables_from_dir(os.path.join(workdir, source),
-                                                                 step)
+                cache[source] = handoff_variables(config, os.path.join(workdir, source),
+                                                  step=step)
             src = cache[source]
         elif config.init_from:
             if "init_from" not in cache:
@@ -633,7 +668,8 @@ def run_stage(config, name: str, workdir: str, finished: Mapping[str, dict], mes
       config: the run config.
       name: the stage (a key of `config.stages`).
       workdir: the run directory; the stage uses `workdir/<name>`.
-      finished: `{stage: {"params", "batch_stats"}}` of the stages finished before this one.
+      finished: `{stage: {"params", "batch_stats"}}` handed on by the stages finished before this
+        one (`handoff_variables`).
       mesh: the data mesh.
       writer: a clu metric writer.
       stop: the signal flag (SIGTERM → checkpoint and `TrainingInterrupted`).
@@ -665,6 +701,10 @@ def run_stage(config, name: str, workdir: str, finished: Mapping[str, dict], mes
     if latest is not None:
         state = ckpt_lib.restore(manager, state, mesh, latest)
     start = int(jax.device_get(state.step))
+    handoff = handoff_mode(config)
+    eval_metric = str(config.eval.metric)
+    # The best evaluation so far (a resumed stage keeps comparing against the stored one).
+    best = ckpt_lib.best_info(stage_dir) if handoff == "best" else None
     logging.info("stage %s: %s, loss=%s, patches=%s, trains %s, %d steps (%d per epoch), "
                  "batch %d, starting at step %d", name, recipe.optimizer, recipe.loss,
                  recipe.patch_mode, list(state.trained) or "nothing", num_steps, per_epoch,
@@ -705,6 +745,7 @@ def run_stage(config, name: str, workdir: str, finished: Mapping[str, dict], mes
                      ", ".join(f"{k}={v:.4g}" for k, v in sorted(summary.items())))
 
     def run_eval(step: int):
+        nonlocal best
         result = eval_lib.evaluate_model(
             config, model, state.variables, eval_source, patch_mode=recipe.eval_patch_mode,
             batch_size=eval_batch, mesh=mesh, max_batches=int(config.train.max_eval_batches))
@@ -713,6 +754,16 @@ def run_stage(config, name: str, workdir: str, finished: Mapping[str, dict], mes
         logging.info("stage %s step %d eval (%s patches): %s", name, step,
                      recipe.eval_patch_mode, result)
         history.append({"step": step, **result})
+        if handoff == "best":
+            if eval_metric not in result:
+                raise ValueError(f"config.eval.metric={eval_metric!r}: the evaluation reports "
+                                 f"{sorted(result)}")
+            value = float(result[eval_metric])
+            if math.isfinite(value) and (best is None or value > best[1]):
+                ckpt_lib.save_best(stage_dir, state.variables, step, eval_metric, value)
+                logging.info("stage %s step %d: best %s so far (%.6g); stored in %s", name, step,
+                             eval_metric, value, ckpt_lib.best_dir(stage_dir))
+                best = (step, value)
         return result
 
     step = start
@@ -742,8 +793,11 @@ def run_stage(config, name: str, workdir: str, finished: Mapping[str, dict], mes
                     and step != num_steps:
                 run_eval(step)
         final = run_eval(step) if (eval_source is not None and config.train.final_eval) else {}
+        handed = ({"mode": "best", "step": best[0], "metric": eval_metric, "value": best[1]}
+                  if best is not None else {"mode": "last", "step": num_steps})
         _write_json(os.path.join(stage_dir, "results.json"),
-                    {"stage": name, "steps": num_steps, "final_eval": final, "evals": history})
+                    {"stage": name, "steps": num_steps, "final_eval": final, "evals": history,
+                     "handoff": handed})
     finally:
         manager.wait_until_finished()
         manager.close()
@@ -753,8 +807,9 @@ def run_stage(config, name: str, workdir: str, finished: Mapping[str, dict], mes
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Runs the stages of `config.run_stages` in order, each in `workdir/<stage>`.
 
-    A stage already finished in `workdir` is skipped and its final state handed on; an unfinished
-    one resumes from its latest checkpoint. SIGTERM/SIGINT save a checkpoint and raise
+    A stage already finished in `workdir` is skipped and its variables handed on (its last ones,
+    or its best-validated ones with `config.train.handoff = "best"`, see `handoff_variables`); an
+    unfinished one resumes from its latest checkpoint. SIGTERM/SIGINT save a checkpoint and raise
     `TrainingInterrupted`. With `config.benchmark.enabled`, `adafocus_jax.benchmark.run` evaluates
     the final model at the end.
 
@@ -781,7 +836,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         for name in names:
             state = run_stage(config, name, workdir, finished, mesh, writer, stop, model=model,
                               train_source=train_source, init_variables=init_variables)
-            finished[name] = jax.tree.map(np.asarray, jax.device_get(state.variables))
+            finished[name] = handoff_variables(config, os.path.join(workdir, name), state)
         if config.get("benchmark") is not None and config.benchmark.get("enabled", False):
             # The end-of-run benchmark (learned vs random/centre patches vs full frames).
             from adafocus_jax import benchmark

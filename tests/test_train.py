@@ -304,3 +304,93 @@ def test_logit_sum_classifier_fc_has_torch_linear_init():
     bound = kernel.shape[0] ** -0.5
     assert np.abs(kernel).max() <= bound and np.abs(bias).max() <= bound
     assert np.abs(bias).max() > 0.5 * bound            # not the zero bias of nn.Dense's default
+
+
+def _scripted_eval(monkeypatch, values):
+    """Replaces `evaluate_model` by a scripted top-1 sequence (no eval compile, known best)."""
+    from adafocus_jax import evaluate as eval_lib
+    calls = []
+
+    def fake(config, model, variables, source, **kwargs):
+        calls.append(jax.tree.map(np.asarray, jax.device_get(variables)))
+        top1 = values[len(calls) - 1]
+        return {"top1": top1, "top5": 100.0, "loss": 1.0, "map": float("nan"), "num_videos": 8}
+
+    monkeypatch.setattr(eval_lib, "evaluate_model", fake)
+    return calls
+
+
+def _run_stage1(config, workdir):
+    from clu import metric_writers
+    _, model, variables = setup("sthv2")
+    source = data_lib.create_source(config.data, "train")
+    with train._StopFlag() as stop:
+        return train.run_stage(config, "stage1", str(workdir), {}, parallel.make_mesh(),
+                               metric_writers.LoggingWriter(), stop, model=model,
+                               train_source=source, eval_source=source,
+                               init_variables=variables)
+
+
+def test_handoff_best_keeps_and_hands_on_the_best_evaluation(tmp_path, monkeypatch, caplog):
+    """handoff="best": the variables of the best evaluation (step 2 of 3) are stored in
+    stage1/best, survive a rerun that continues the stage with worse evaluations, and are what a
+    later stage restores from the stage directory; handoff="last" hands on the final step."""
+    import json
+    import logging
+    config, _, _ = setup("sthv2")
+    config = copy.deepcopy(config)
+    config.train.handoff = "best"
+    config.train.num_steps = 3
+    config.train.eval_every_steps = 1
+    config.ckpt.every_steps = 1
+    config.ckpt.max_to_keep = 0                      # keep every step, to compare with
+    calls = _scripted_eval(monkeypatch, [10.0, 30.0, 20.0])   # steps 1, 2 and 3 (the final eval)
+    state = _run_stage1(config, tmp_path)
+    stage_dir = str(tmp_path / "stage1")
+    assert int(state.step) == 3 and len(calls) == 3
+    best = json.loads((tmp_path / "stage1" / "best" / "best.json").read_text())
+    assert (best["step"], best["metric"], best["value"]) == (2, "top1", 30.0)
+    results = json.loads((tmp_path / "stage1" / "results.json").read_text())
+    assert results["handoff"] == {"mode": "best", "step": 2, "metric": "top1", "value": 30.0}
+    at2 = train.ckpt_lib.load_variables_from_dir(stage_dir, 2)
+    at3 = train.ckpt_lib.load_variables_from_dir(stage_dir, 3)
+    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(at2),
+                                                        jax.tree.leaves(at3)))
+    handed = train.handoff_variables(config, stage_dir, state)
+    for a, b, c in zip(jax.tree.leaves(handed), jax.tree.leaves(at2), jax.tree.leaves(calls[1])):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)          # exactly what the step-2 evaluation saw
+
+    # The stage continued to 4 steps in a rerun: evaluations 25 and 28 do not beat the stored 30.
+    config.train.num_steps = 4
+    _scripted_eval(monkeypatch, [25.0, 28.0])
+    _run_stage1(config, tmp_path)
+    assert json.loads((tmp_path / "stage1" / "best" / "best.json").read_text())["step"] == 2
+
+    # A later stage (run on its own) restores stage 1's best variables from the directory.
+    _, _, variables = setup("sthv2")
+    recipe = stages.resolve_recipe(config, "stage2")
+    out = train.restore_modules(variables, recipe, {}, config, str(tmp_path),
+                                num_train_examples=32)
+    for a, b in zip(jax.tree.leaves(out["params"]["focuser"]),
+                    jax.tree.leaves(at2["params"]["focuser"])):
+        np.testing.assert_array_equal(a, b)
+    config.train.handoff = "last"
+    out = train.restore_modules(variables, recipe, {}, config, str(tmp_path),
+                                num_train_examples=32)
+    at4 = train.ckpt_lib.load_variables_from_dir(stage_dir, 4)
+    for a, b in zip(jax.tree.leaves(out["params"]["focuser"]),
+                    jax.tree.leaves(at4["params"]["focuser"])):
+        np.testing.assert_array_equal(a, b)
+
+    # A stage that evaluated nothing hands on its last variables, and says so.
+    config.train.handoff = "best"
+    with caplog.at_level(logging.INFO):
+        last = train.handoff_variables(config, str(tmp_path / "nothing"), state)
+    assert "stored no evaluation" in caplog.text and "handing on its last variables" in caplog.text
+    for a, b in zip(jax.tree.leaves(last), jax.tree.leaves(at3)):
+        np.testing.assert_array_equal(a, b)
+    config.train.handoff = "first"
+    with pytest.raises(ValueError, match=r"config.train.handoff='first'"):
+        train.handoff_variables(config, stage_dir, state)
+
