@@ -26,6 +26,18 @@ So a run resumed from a checkpoint at step s computes exactly what an uninterrup
 Data parallelism (`adafocus_jax.parallel`): the step is written for the global batch, jitted with
 the state replicated and the batch sharded over the "data" mesh axis; BatchNorm statistics are over
 the global batch (the official code uses per-GPU statistics; see `parallel` for why).
+
+Known differences from the official code (deliberate or inherent; also listed in the README):
+  * BatchNorm running variance: updated with the biased batch variance (Flax), PyTorch uses the
+    unbiased one; negligible for conv BNs, a factor 63/64 for the Sth-Sth policy's BatchNorm1d at
+    batch 64 (see `models.layers`).
+  * `config.data.on_error = "skip"`: a skipped video becomes an all-zero row with `mask=False`; it is
+    excluded from every loss and metric, but it still enters the batch statistics of the networks
+    that run BatchNorm in train mode (the batch is normalised as a whole).
+  * A missing frame file is an error (or a skipped video under on_error="skip"); the official
+    loader silently loads frame 1 instead. We never substitute other data.
+  * PPO with K > 1 epochs (`ppo.epochs`, official K = 1): the policy's BN running statistics move
+    once per batch (from the acting pass), not once per PPO epoch.
 """
 
 import dataclasses
@@ -344,7 +356,9 @@ def make_train_step(model: models.AdaFocus, recipe: stages.StageRecipe,
         mask = batch["mask"]
         rollout = ppo_rollout(model, recipe, state.variables, batch, rng)
         # Policy BN running statistics move once per batch: those of the acting pass (with K = 1
-        # the loss pass sees the same parameters and batch, so they are identical).
+        # the loss pass sees the same parameters and batch, so they are identical). With K > 1
+        # the K loss passes do not move them again (the official code would, once per epoch; it
+        # only ever runs K = 1).
         batch_stats = rollout["batch_stats"]
         sub0 = _split_trained(state.params, state.trained)
 

@@ -394,3 +394,16 @@ def test_handoff_best_keeps_and_hands_on_the_best_evaluation(tmp_path, monkeypat
     with pytest.raises(ValueError, match=r"config.train.handoff='first'"):
         train.handoff_variables(config, stage_dir, state)
 
+
+def test_batchnorm_running_variance_uses_the_biased_batch_variance():
+    """The documented difference (models/layers.py, README): one train-mode step moves the running
+    variance toward the biased variance of the n values per channel (PyTorch: the unbiased one)."""
+    from adafocus_jax.models.layers import BatchNorm
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(64, 3)), jnp.float32)
+    bn = BatchNorm(use_running_average=False)
+    variables = bn.init(jax.random.key(0), x)
+    _, updates = bn.apply(variables, x, mutable=["batch_stats"])
+    var = np.asarray(updates["batch_stats"]["var"])
+    biased = np.var(np.asarray(x), axis=0)
+    np.testing.assert_allclose(var, 0.9 * 1.0 + 0.1 * biased, rtol=1e-5)
+    assert not np.allclose(var, 0.9 + 0.1 * biased * 64 / 63, rtol=1e-5)

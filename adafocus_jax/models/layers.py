@@ -7,6 +7,14 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 # PyTorch BatchNorm defaults: eps 1e-5, momentum 0.1 (Flax counts momentum the other way round).
+#
+# One known difference remains: in train mode the running variance is updated with the *biased*
+# batch variance (Flax: mean((x - mean)^2) over the n values per channel), where PyTorch uses the
+# unbiased one (times n / (n - 1)). Normalisation in the forward pass is identical (both use the
+# biased variance). For the conv BNs n = B·H·W is in the thousands, so the difference is
+# negligible; for the Sth-Sth policy's BatchNorm1d after the linear layer n is the batch (64), so
+# its running variance converges to 63/64 of PyTorch's. Only eval-mode outputs of a model trained
+# here are affected; converted PyTorch weights carry their own running statistics.
 BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
 
 
