@@ -31,9 +31,9 @@ Known differences from the official code (deliberate or inherent; also listed in
   * BatchNorm running variance: updated with the biased batch variance (Flax), PyTorch uses the
     unbiased one; negligible for conv BNs, a factor 63/64 for the Sth-Sth policy's BatchNorm1d at
     batch 64 (see `models.layers`).
-  * `config.data.on_error = "skip"`: a skipped video becomes an all-zero row with `mask=False`; it is
-    excluded from every loss and metric, but it still enters the batch statistics of the networks
-    that run BatchNorm in train mode (the batch is normalised as a whole).
+  * `config.data.on_error = "skip"`: a skipped video becomes an all-zero row with `mask=False`; it
+    is excluded from every loss and metric, but it still enters the batch statistics of the
+    networks that run BatchNorm in train mode (the batch is normalised as a whole).
   * A missing frame file is an error (or a skipped video under on_error="skip"); the official
     loader silently loads frame 1 instead. We never substitute other data.
   * PPO with K > 1 epochs (`ppo.epochs`, official K = 1): the policy's BN running statistics move

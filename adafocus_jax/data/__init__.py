@@ -12,7 +12,7 @@ What an example holds is fixed in docs/CONTRACTS.md. `config.data.format` picks 
 | `webm` | `adafocus_jax.data.ssv2_video` | the official SSv2 release (`.webm` + JSON labels) |
 | `tfds` | `adafocus_jax.data.tfds_builders` | a TFDS dataset built from either of the above |
 | `synthetic` | `adafocus_jax.data.synthetic` | nothing: cluttered moving digits made on the fly |
-| `random` | `adafocus_jax.data.random_videos` | nothing: tiny seeded noise videos (tests, smoke runs) |
+| `random` | `adafocus_jax.data.random_videos` | nothing: tiny seeded noise videos (tests) |
 
 Preparing data: `python -m adafocus_jax.tools.extract_frames` (videos -> frame folders + list
 file, the official `scale=-1:360`, `image_{:05d}.jpg`), `python -m adafocus_jax.tools.build_tfds`
