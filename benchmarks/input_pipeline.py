@@ -140,7 +140,9 @@ def main(argv=None) -> int:
     p.add_argument("--tfds", action="store_true", help="also measure the TFDS reader")
     args = p.parse_args(argv)
     workers = [int(w) for w in args.workers.split(",")]
-    print(f"cpus {os.cpu_count()}, load average before {os.getloadavg()}")
+    from adafocus_jax.data import decode
+    print(f"cpus {os.cpu_count()}, load average before {os.getloadavg()}, "
+          f"glibc malloc tuned {decode.MALLOC_TUNED}")
     results = {}
     c = make_frame_dataset(os.path.join(args.workdir, "frames"), args.videos,
                            args.frames_per_video, args.height, args.width, args.quality)

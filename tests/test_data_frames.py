@@ -149,3 +149,20 @@ def test_loader_batches(tmp_path, num_workers):
                                            num_epochs=1, drop_remainder=False))
         for a, b in zip(batches, serial):
             np.testing.assert_array_equal(a["focus"], b["focus"])
+
+
+def test_decode_tunes_glibc_malloc_unless_the_environment_says_otherwise():
+    """Importing the decoder raises glibc's mmap/trim thresholds (fewer page faults per clip),
+    but an explicit MALLOC_*_ setting in the environment wins."""
+    import subprocess
+    import sys
+    probe = "from adafocus_jax.data import decode; print(decode.MALLOC_TUNED)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    tuned = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                           text=True, check=True).stdout.strip()
+    env["MALLOC_TRIM_THRESHOLD_"] = "131072"
+    untouched = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    glibc = sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION") is not None
+    assert tuned == str(glibc)
+    assert untouched == "False"
