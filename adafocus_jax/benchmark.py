@@ -187,11 +187,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, variables: Mapping, *, 
 
 
 def _final_variables(config, workdir: str) -> dict:
-    """Variables of the last stage of `config.run_stages` in `workdir`."""
-    from adafocus_jax import checkpoint as ckpt_lib
-    from adafocus_jax import stages
+    """Variables the last stage of `config.run_stages` in `workdir` hands on (its last state, or
+    its best-validated one with `config.train.handoff="best"`), as `train_and_evaluate` does."""
+    from adafocus_jax import stages, train  # train imports this module: import at call time
     last = stages.stage_names(config)[-1]
-    variables = ckpt_lib.load_variables_from_dir(os.path.join(workdir, last))
+    variables = train.handoff_variables(config, os.path.join(workdir, last))
     return jax.tree.map(np.asarray, variables)
 
 
