@@ -163,8 +163,8 @@ def save_best(stage_dir: str, variables, step: int, metric: str, value: float) -
         os.replace(tmp, os.path.join(root, "best.json"))
 
 
-def best_info(stage_dir: str) -> tuple[int, float] | None:
-    """(step, metric value) of the stored best variables, or None if the stage has none."""
+def _restore_best(stage_dir: str) -> tuple[dict[str, Any], int] | None:
+    """(every stored item, step) of the stage's best evaluation, or None if it stored none."""
     root = best_dir(stage_dir)
     if not os.path.isdir(root):
         return None
@@ -172,20 +172,24 @@ def best_info(stage_dir: str) -> tuple[int, float] | None:
         step = manager.latest_step()
         if step is None:
             return None
-        metric = manager.restore(step, args=ocp.args.StandardRestore())["metric"]
-    return step, float(np.asarray(metric))
+        return manager.restore(step, args=ocp.args.StandardRestore()), step
+
+
+def best_info(stage_dir: str) -> tuple[int, float] | None:
+    """(step, metric value) of the stored best variables, or None if the stage has none."""
+    restored = _restore_best(stage_dir)
+    if restored is None:
+        return None
+    items, step = restored
+    return step, float(np.asarray(items["metric"]))
 
 
 def load_best(stage_dir: str) -> tuple[dict[str, Any], int, float] | None:
     """(`{"params", "batch_stats"}` host trees, step, metric value) of the stage's best
     evaluation, or None if it stored none."""
-    root = best_dir(stage_dir)
-    if not os.path.isdir(root):
+    restored = _restore_best(stage_dir)
+    if restored is None:
         return None
-    with _read_only_manager(root) as manager:
-        step = manager.latest_step()
-        if step is None:
-            return None
-        items = manager.restore(step, args=ocp.args.StandardRestore())
+    items, step = restored
     variables = {"params": items["params"], "batch_stats": items.get("batch_stats", {})}
     return variables, step, float(np.asarray(items["metric"]))
