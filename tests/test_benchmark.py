@@ -89,12 +89,21 @@ def test_run_writes_the_benchmark_json(tmp_path, capsys):
     written = json.loads(path.read_text())
     assert written == json.loads(json.dumps(results))
     for name in ("learned", "random", "center", "full_frame", "glance_only"):
-        assert set(written[name]) == {"accuracy", "gflops"}
+        patches = name in ("learned", "random", "center")
+        assert set(written[name]) == ({"accuracy", "gflops", "target_hit"} if patches
+                                      else {"accuracy", "gflops"})
         assert 0.0 <= written[name]["accuracy"] <= 100.0 and written[name]["gflops"] > 0
+    # The centre patch's hit rate, computed by hand from the recorded digit boxes.
+    source = synthetic.create_source(config.data, "test")
+    p = config.model.patch_size
+    c = (config.model.input_size - p) // 2
+    boxes = np.stack([source.get(i)["target_box"] for i in range(len(source))])   # [N, T, 4]
+    inside = (boxes[..., 0] >= c) & (boxes[..., 1] >= c) & (boxes[..., 2] <= c + p) & (
+        boxes[..., 3] <= c + p)
+    assert written["center"]["target_hit"] == pytest.approx(100.0 * inside.mean(), abs=0.01)
     meta = written["meta"]
     assert meta["split"] == "test" and meta["num_videos"] == 12
     assert meta["full_frame_variables"] == "stage0_focuser"
-    source = synthetic.create_source(config.data, "test")
     sevens = np.mean([source.get(i)["label"] == 7 for i in range(len(source))])
     assert written["full_frame"]["accuracy"] == pytest.approx(100.0 * sevens)
     assert meta["margin_vs_random"] == pytest.approx(
