@@ -8,6 +8,7 @@ training) it evaluates, with `adafocus_jax.evaluate.evaluate_model`:
 | `learned` | glance → policy → local network on patches → classifier | the deterministic policy |
 | `random` | the same networks | uniformly random patches (official baseline) |
 | `center` | the same networks | the centre patch of every frame |
+| `oracle` | the same networks | the patch centred on the digit (the data knows it): the policy's upper bound |
 | `full_frame` | the local network + its fc on every whole frame (stage-0 head) | none |
 | `glance_only` | the glance network + its head on every frame (stage-0 head) | none |
 
@@ -55,10 +56,10 @@ from adafocus_jax import flops as flops_lib
 from adafocus_jax import models, parallel
 
 # Variant → evaluate_model patch mode.
-PATCH_MODES = {"learned": "policy", "random": "random", "center": "center",
+PATCH_MODES = {"learned": "policy", "random": "random", "center": "center", "oracle": "oracle",
                "full_frame": "focuser", "glance_only": "glancer"}
 REQUIRED = ("learned", "random", "center", "full_frame")
-DEFAULT_VARIANTS = "learned,random,center,full_frame,glance_only"
+DEFAULT_VARIANTS = "learned,random,center,oracle,full_frame,glance_only"
 
 
 def benchmark_path(config: ml_collections.ConfigDict, workdir: str) -> str:

@@ -9,6 +9,8 @@ eval mode. Patch modes:
   * "policy": the deterministic policy (Gaussian mean / first argmax), the official inference;
   * "random": the official random baseline patches (stage-1 validation; key = fold_in(seed, batch));
   * "center": the centre patch;
+  * "oracle": the patch centred on the known target (`batch["target_box"]`, synthetic data only):
+    the upper bound of any policy on these networks;
   * "glancer" / "focuser": the stage-0 single-network heads on whole frames, averaged over frames.
 
 Multi-clip / multi-crop testing (`config.data.eval_num_clips`, `eval_num_crops`; examples with V
@@ -29,7 +31,7 @@ from adafocus_jax import metrics as metrics_lib
 from adafocus_jax import parallel
 from adafocus_jax.data.transforms import normalize_jnp
 
-EVAL_PATCH_MODES = ("policy", "random", "center", "glancer", "focuser")
+EVAL_PATCH_MODES = ("policy", "random", "center", "oracle", "glancer", "focuser")
 
 # (id(model), patch_mode, with_scores, mesh) → (model, jitted step); keeps compiled steps across the
 # periodic evaluations of a run.
@@ -79,8 +81,17 @@ def make_eval_step(model, patch_mode: str, seed: int, with_scores: bool):
         else:
             key = jax.random.fold_in(jax.random.key(seed), batch_index)
             rngs = dict(zip(("patches", "actions", "dropout"), jax.random.split(key, 3)))
-            output = model.apply(variables, glance, focus, train=False, patch_mode=patch_mode,
-                                 rngs=rngs)
+            given = None
+            if patch_mode == "oracle":
+                if "target_box" not in batch or views:
+                    raise ValueError("patch_mode 'oracle' needs single-view data that provides "
+                                     "target_box (the synthetic benchmark)")
+                cfg = model.config
+                given = metrics_lib.oracle_offsets(batch["target_box"], int(cfg.patch_size),
+                                                   int(cfg.input_size), model.policy_steps)
+            output = model.apply(variables, glance, focus, train=False,
+                                 patch_mode="given" if given is not None else patch_mode,
+                                 patch_offsets=given, rngs=rngs)
             logits = output.logits
             if "target_box" in batch and not views:
                 # Data that knows where the target is (synthetic): patches holding all of it.
@@ -187,7 +198,7 @@ def evaluate_model(config, model, variables: Mapping, source, *, patch_mode: str
               "top5": 100.0 * totals["correct5"] / count,
               "loss": totals["loss_sum"] / count, "num_videos": int(round(count)),
               "map": float("nan")}
-    if has_target and patch_mode in ("policy", "random", "center"):
+    if has_target and patch_mode in ("policy", "random", "center", "oracle"):
         result["target_hit"] = 100.0 * totals["target_hit_sum"] / count
     if with_map:
         keep = np.concatenate(masks).astype(bool)
