@@ -75,9 +75,9 @@ _SCHEDULE = {
     "stage0_glancer": dict(num_epochs=2, optimizer="adam", lr=dict(glancer=2e-3),
                            lr_schedule="constant"),
     "stage0_focuser": dict(num_epochs=10, optimizer="adam", lr=dict(focuser=2e-3),
-                           lr_schedule="constant"),
+                           lr_schedule="constant", patch_mode="target"),
     "stage1": dict(num_epochs=8, optimizer="adam", lr=dict(focuser=1e-3, classifier=3e-3),
-                   lr_schedule="constant"),
+                   lr_schedule="constant", patch_mode="random_grid"),
     "stage2": dict(num_epochs=10, optimizer="adam", lr=dict(policy=2e-3)),
     "stage3": dict(num_epochs=3, optimizer="adam", lr=dict(classifier=1e-3)),
 }
@@ -104,6 +104,7 @@ def get_config(arg=None):
         recipe.batch_size = 32
         recipe.optimizer = spec["optimizer"]
         recipe.lr_schedule = spec.get("lr_schedule", recipe.lr_schedule)
+        recipe.patch_mode = spec.get("patch_mode", recipe.patch_mode)
         recipe.weight_decay = 1e-4 if spec["optimizer"] == "sgd" else 0.0
         recipe.extra_epoch = False
         for module, lr in spec["lr"].items():
