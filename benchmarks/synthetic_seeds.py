@@ -30,7 +30,6 @@ import csv
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -74,14 +73,15 @@ def run_one(workdir: str, path: str, seed: int, config: str, extra: list[str]) -
                f"--config.seed={seed}", f"--workdir={run_dir}", *extra]
         print(f"[{time.strftime('%H:%M:%S')}] {path} seed {seed}: {' '.join(cmd[1:])}", flush=True)
         start = time.time()
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         with open(os.path.join(run_dir, "log.txt"), "a") as log:
-            proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            # wait4: this child's own CPU time (RUSAGE_CHILDREN would mix parallel runs).
+            _, status, usage = os.wait4(proc.pid, 0)
+        returncode = os.waitstatus_to_exitcode(status)
         seconds = round(time.time() - start, 1)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu_seconds = round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1)
-        if proc.returncode != 0 or not os.path.exists(result_file):
-            raise RuntimeError(f"{path} seed {seed} failed (exit {proc.returncode}); see "
+        cpu_seconds = round(usage.ru_utime + usage.ru_stime, 1)
+        if returncode != 0 or not os.path.exists(result_file):
+            raise RuntimeError(f"{path} seed {seed} failed (exit {returncode}); see "
                                f"{os.path.join(run_dir, 'log.txt')}")
         with open(os.path.join(run_dir, "timing.json"), "w") as f:
             json.dump({"wall_seconds": seconds, "cpu_seconds": cpu_seconds}, f)
