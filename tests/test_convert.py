@@ -237,8 +237,12 @@ def test_imagenet_files(anet, files):
         ref_map, ref_pooled = mobilenet.get_featmap(frames)
         ref_local = torch.flatten(resnet.get_featmap(frames), 1)
     maps, pooled = model.apply(glancer, x, method=model.glance)
-    close(ref_pooled.reshape(pooled.shape), pooled)
-    close(nhwc(ref_map).reshape(maps.shape), maps)
+    # Within 1e-4 of the outputs' scale, as every parity check (the depthwise convolutions sum
+    # their nine taps in another order than oneDNN: ~1e-4 absolute on glance maps of scale ~5).
+    close(ref_pooled.reshape(pooled.shape), pooled,
+          atol=1e-4 * max(1.0, float(ref_pooled.abs().max())))
+    close(nhwc(ref_map).reshape(maps.shape), maps,
+          atol=1e-4 * max(1.0, float(ref_map.abs().max())))
     local = model.apply(focuser, x, method=model.local_features)
     close(ref_local.reshape(local.shape), local, atol=1e-4 * max(1.0, float(ref_local.abs().max())))
     head = glancer["params"]["glancer"]["classifier"]
