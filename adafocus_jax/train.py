@@ -159,7 +159,6 @@ def _target_patch_offsets(model, recipe, batch, rng) -> jax.Array | None:
                                    int(cfg.input_size))
 
 
-
 def classification_loss(model: models.AdaFocus, recipe: stages.StageRecipe, variables: Mapping,
                         batch: Mapping[str, jax.Array], rng: jax.Array):
     """Forward pass and masked loss of the CE-type recipes.
