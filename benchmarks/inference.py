@@ -44,6 +44,10 @@ def _model_config(spec: str):
     dataset, _, patch = spec.partition(":")
     if dataset not in models.NUM_CLASSES:
         raise SystemExit(f"--configs: unknown dataset {dataset!r} in {spec!r}")
+    if patch == "tiny":  # the tests' tiny widths (checks this script quickly)
+        return models.tiny_model_config(dataset)
+    if patch and not patch.isdigit():
+        raise SystemExit(f"--configs: patch in {spec!r} must be a number or 'tiny'")
     return models.default_model_config(dataset, int(patch) if patch else None)
 
 
@@ -166,6 +170,42 @@ class Case:
         return time.perf_counter() - start
 
 
+def precision_drift(config, variables, batch: int, seed: int = 1) -> dict:
+    """bfloat16 vs float32 on the full model, same weights and `batch` random videos: max and
+    mean |Δ logits| (and the logits' scale), top-1 agreement, and how often the policy picks the
+    same patch (exact offsets; mean |Δ offset| in pixels)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+    import torch_reference as tr
+
+    from adafocus_jax import models
+    c = config
+    gen = torch.Generator().manual_seed(seed)
+    nhwc = lambda t: jnp.asarray(np.moveaxis(t.numpy(), -3, -1))
+    glance = nhwc(tr.random_frames(batch, c.num_glance_frames, c.input_size, gen))
+    sth = c.classifier.kind == "logit_sum"
+    focus = nhwc(tr.random_frames(batch, c.num_focus_frames, c.input_size, gen)) if sth else None
+    outs = {}
+    for dtype in ("float32", "bfloat16"):
+        mc = config.copy_and_resolve_references()
+        mc.dtype = dtype
+        model = models.create_model(mc)
+        outs[dtype] = jax.jit(lambda v, g, f: model.apply(v, g, f, train=False))(
+            variables, glance, focus)
+    a, b = outs["float32"], outs["bfloat16"]
+    diff = np.abs(np.asarray(a.logits) - np.asarray(b.logits))
+    offsets_a, offsets_b = np.asarray(a.patch_offsets), np.asarray(b.patch_offsets)
+    same = np.all(offsets_a == offsets_b, axis=-1)
+    return {"batch": batch, "max_abs_logit_diff": float(diff.max()),
+            "mean_abs_logit_diff": float(diff.mean()),
+            "logit_scale": float(np.max(np.abs(np.asarray(a.logits)))),
+            "top1_agreement": float(np.mean(np.argmax(a.logits, -1) == np.argmax(b.logits, -1))),
+            "patch_agreement": float(same.mean()),
+            "mean_abs_offset_diff_px": float(np.abs(offsets_a - offsets_b).mean())}
+
+
 def measure(case: Case, rows, repeats: int, with_torch: bool) -> list[dict]:
     """Interleaved A B A B timing of each row; one warm-up call per side first."""
     results = []
@@ -202,7 +242,8 @@ def _fmt(r: dict) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--configs", default=DEFAULT_CONFIGS,
-                        help="comma list of dataset[:patch] (sthv2:144, sthv2:176, actnet:128)")
+                        help="comma list of dataset[:patch] (sthv2:144, sthv2:176, actnet:128; "
+                        "dataset:tiny = tiny widths, for tests)")
     parser.add_argument("--batches", default="1,8", help="comma list of batch sizes (e.g. 1,8,32)")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--rows", default=",".join(ROWS))
@@ -213,6 +254,11 @@ def main(argv=None):
                         help="time only the JAX side")
     parser.add_argument("--threads", type=int, default=os.cpu_count(),
                         help="torch intra-op threads (JAX's XLA:CPU uses every core)")
+    parser.add_argument("--drift", type=int, default=0, metavar="B",
+                        help="also report bf16-vs-fp32 logit drift and patch agreement of the "
+                        "full model on B random videos per config")
+    parser.add_argument("--no-timing", dest="timing", action="store_false",
+                        help="skip the timing (e.g. with --drift only)")
     parser.add_argument("--out", default="", help="write the results as JSON here")
     args = parser.parse_args(argv)
     if args.quick:
@@ -234,14 +280,18 @@ def main(argv=None):
     print(f"jax {jax.__version__} ({jax.default_backend()}, {jax.device_count()} device(s)), "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}", flush=True)
-    payload = {"results": [], "compile": [], "machine": {
+    payload = {"results": [], "compile": [], "drift": [], "machine": {
         "cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
         "jax": jax.__version__, "torch": torch.__version__, "torch_threads": args.threads,
         "xla_flags": os.environ.get("XLA_FLAGS", ""), "load_avg_at_start": os.getloadavg()}}
     with tempfile.TemporaryDirectory() as workdir:
         for spec in [s for s in args.configs.split(",") if s]:
             config, reference, variables = build_pair(spec, workdir)
-            for batch in batches:
+            if args.drift:
+                d = {"config": spec, **precision_drift(config, variables, args.drift)}
+                print("bf16 vs fp32: " + json.dumps(d), flush=True)
+                payload["drift"].append(d)
+            for batch in (batches if args.timing else []):
                 for dtype in dtypes:
                     case = Case(config, reference, variables, batch, dtype)
                     compile_s = case.compile_full_s()
