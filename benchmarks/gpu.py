@@ -160,16 +160,21 @@ def main(argv=None):
                         help="tiny networks, batches 1/2, 2 repeats: checks the script on a CPU")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="device peak dense TFLOP/s for MFU (default: PEAK_TFLOPS by name)")
-    parser.add_argument("--inference-batches", default="1,32,128")
-    parser.add_argument("--train-batches", default="128,64,32,16",
-                        help="train batches tried largest first; the first that fits is kept")
+    parser.add_argument("--inference-batches", default=None,
+                        help="default 1,32,128 (--cpu-smoke: 1,2)")
+    parser.add_argument("--train-batches", default=None,
+                        help="train batches tried largest first, the first that fits is kept; "
+                        "default 128,64,32,16 (--cpu-smoke: 4,2)")
     parser.add_argument("--dtypes", default="bfloat16,float32")
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=None, help="default 10 (--cpu-smoke: 2)")
     parser.add_argument("--budget-s", type=float, default=420.0,
                         help="stop starting new cases after this many seconds")
     args = parser.parse_args(argv)
-    if args.cpu_smoke:
-        args.inference_batches, args.train_batches, args.repeats = "1,2", "4,2", 2
+    smoke = {"inference_batches": "1,2", "train_batches": "4,2", "repeats": 2}
+    full = {"inference_batches": "1,32,128", "train_batches": "128,64,32,16", "repeats": 10}
+    for key, value in (smoke if args.cpu_smoke else full).items():
+        if getattr(args, key) is None:  # explicit flags win over the --cpu-smoke defaults
+            setattr(args, key, value)
 
     import jax
     jax.config.update("jax_enable_compilation_cache", False)

@@ -23,7 +23,7 @@ def test_peak_table_and_override():
 def test_gpu_benchmark_cpu_smoke(tmp_path):
     out = tmp_path / "gpu.json"
     result = gpu.main(["--cpu-smoke", f"--out={out}", "--dtypes=bfloat16", "--peak-tflops=1",
-                       "--train-batches=2", "--inference-batches=2"])
+                       "--train-batches=2", "--inference-batches=2", "--budget-s=1e9"])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert {(r["config"], r["batch"]) for r in result["inference"]} == {
         ("sthv2-tiny", 2), ("actnet-tiny", 2)}
