@@ -63,7 +63,7 @@ def center_offsets(shape: tuple[int, ...], image_size: int, patch_size: int) -> 
 
 def oracle_offsets(boxes: jax.Array, patch_size: int, image_size: int,
                    policy_steps: int) -> jax.Array:
-    """Patch offsets centred on a known target box (the upper bound of any policy).
+    """Patch offsets centred on a known target box (a perfect locator; synthetic data).
 
     Args:
       boxes: int `[B, T, 4]` target box per frame, (y0, x0, y1, x1), exclusive ends.

@@ -10,7 +10,7 @@ eval mode. Patch modes:
   * "random": the official random baseline patches (stage-1 validation; key = fold_in(seed, batch));
   * "center": the centre patch;
   * "oracle": the patch centred on the known target (`batch["target_box"]`, synthetic data only):
-    the upper bound of any policy on these networks;
+    what a perfect locator would show these networks;
   * "glancer" / "focuser": the stage-0 single-network heads on whole frames, averaged over frames.
 
 Multi-clip / multi-crop testing (`config.data.eval_num_clips`, `eval_num_crops`; examples with V
