@@ -170,7 +170,7 @@ def add_training_config(config: ml_collections.ConfigDict) -> ml_collections.Con
     config.train.eval_every_steps = 0         # > 0: overrides the stages' eval_every_epochs
     config.train.max_eval_batches = 0         # > 0: evaluate on at most this many batches
     config.train.eval_batch_size = 0          # 0: the stage's batch size
-    config.train.num_workers = 0              # data-loader worker threads/processes
+    config.train.num_workers = -1             # loader threads: -1 = one per CPU core, 0 = none
     config.train.donate_state = True
     config.train.final_eval = True            # evaluate at the end of every stage
     # What a finished stage hands to the next one (and to a rerun's later stages):

@@ -812,11 +812,11 @@ def run_stage(config, name: str, workdir: str, finished: Mapping[str, dict], mes
         return result
 
     step = start
-    iterator = iter(loader)
+    # Device prefetch: the next batch's host → device copy is issued before this step runs.
+    iterator = parallel.prefetch_to_mesh(loader, mesh, size=2)
     try:
         while step < num_steps:
-            host_batch = next(iterator)
-            batch = parallel.shard_batch(host_batch, mesh)
+            batch = next(iterator)
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
                 state, metrics = step_fn(state, batch)
             step += 1

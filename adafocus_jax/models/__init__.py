@@ -17,6 +17,7 @@ from adafocus_jax.models.adafocus import (AdaFocus, AdaFocusOutput, Modes, PATCH
 NUM_CLASSES = {"sthv1": 174, "sthv2": 174, "actnet": 200, "fcvid": 239, "minik": 200}
 STHSTH = ("sthv1", "sthv2")
 ACTNET_FAMILY = ("actnet", "fcvid", "minik")
+MODEL_DTYPES = ("float32", "bfloat16")  # the precision policy: see adafocus_jax.models.adafocus
 DEFAULT_PATCH = {"sthv1": 144, "sthv2": 144, "actnet": 128, "fcvid": 128, "minik": 128}
 
 
@@ -38,7 +39,7 @@ def default_model_config(dataset: str, patch_size: int | None = None) -> ml_coll
     c.patch_size = patch_size or DEFAULT_PATCH[dataset]
     c.num_glance_frames = 8 if sth else 16
     c.num_focus_frames = 12 if sth else 16
-    c.dtype = "float32"
+    c.dtype = "float32"          # compute precision: float32 | bfloat16 (params stay float32)
     c.glancer = ml_collections.ConfigDict(dict(
         width_mult=1.0, last_channel=ml_collections.FieldReference(None, field_type=int),
         temporal_shift=sth, dropout=0.0 if sth else 0.2))
@@ -90,6 +91,8 @@ def validate_model_config(c: ml_collections.ConfigDict) -> None:
                          f"num_focus_frames (got {c.num_glance_frames} and {c.num_focus_frames})")
     if c.classifier.kind == "gru" and not c.policy.per_frame:
         raise ValueError("config.model.classifier.kind='gru' pairs with policy.per_frame=True")
+    if c.dtype not in MODEL_DTYPES:
+        raise ValueError(f"config.model.dtype must be one of {MODEL_DTYPES}, got {c.dtype!r}")
     if c.policy.kind not in ("gaussian", "categorical"):
         raise ValueError(f"config.model.policy.kind: unknown {c.policy.kind!r}")
 

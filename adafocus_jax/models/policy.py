@@ -32,6 +32,9 @@ class ActorCritic(nn.Module):
       hidden_dim: encoder output and GRU width (1024 in the paper).
       encoder_channels: 1x1-conv channels of the state encoder (64 Sth-Sth, 32 ActivityNet).
       encoder_bn: BatchNorm after the encoder conv and linear layers (Sth-Sth only).
+      dtype: compute dtype of the encoder conv and its BatchNorm; the linear layers, the GRU, the
+        actor and the critic always run in float32, so distribution parameters, values and the
+        log-probs computed from them are float32 under a bfloat16 model.
     """
     kind: str = "gaussian"
     num_actions: int = 49
