@@ -65,7 +65,7 @@ def test_sigkill_during_a_checkpoint_write_resumes_from_the_last_complete_one(tm
     script = tmp_path / "child.py"
     script.write_text(textwrap.dedent(_CHILD.format(root=ROOT, here=HERE, workdir=workdir)))
     child = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                           timeout=600, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+                           timeout=1200, env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert child.returncode == -9, child.stderr[-3000:]
     root = ckpt_lib.checkpoint_dir(os.path.join(workdir, "stage1"))
     entries = os.listdir(root)

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from adafocus_jax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,7 +26,7 @@ def _free_port() -> int:
 
 
 def _command(workdir, port, process_id):
-    return ["timeout", "-s", "KILL", "600", sys.executable, os.path.join(ROOT, "main.py"),
+    return [sys.executable, os.path.join(ROOT, "main.py"),
             "--config", os.path.join(ROOT, "configs", "tiny.py"), f"--workdir={workdir}",
             f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
             f"--process_id={process_id}", "--distributed_timeout=60",
@@ -39,11 +41,26 @@ def _env():
                 JAX_PLATFORMS="cpu")
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _kill_leftovers():
+    """No process outlives the test, whatever fails."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def _start(workdir, tmp_path, tag):
     port = _free_port()
     logs = [tmp_path / f"{tag}{i}.log" for i in range(2)]
     procs = [subprocess.Popen(_command(workdir, port, i), env=_env(), stdout=open(log, "w"),
                               stderr=subprocess.STDOUT) for i, log in enumerate(logs)]
+    _STARTED.extend(procs)
     return procs, logs
 
 
