@@ -88,3 +88,19 @@ def test_map_rejects_labels_outside_the_score_columns():
 def test_map_rejects_bad_shapes():
     with pytest.raises(ValueError, match="same N"):
         metrics.mean_average_precision(np.zeros((3, 2)), np.zeros((4,)), multi_label=False)
+
+
+def test_patch_hit_fraction_by_hand():
+    # Two videos, 3 frames, patch 10; boxes (y0, x0, y1, x1) end-exclusive.
+    boxes = np.array([[[2, 2, 8, 8], [2, 2, 8, 8], [5, 5, 12, 12]],
+                      [[0, 0, 10, 10], [0, 0, 11, 10], [20, 20, 25, 25]]], np.int32)
+    per_frame = np.array([[[0, 0], [3, 0], [2, 2]],       # hit, miss (top 3 > 2), hit (12 <= 12)
+                          [[0, 0], [0, 0], [16, 15]]], np.int32)   # hit, miss (11 > 10), hit
+    np.testing.assert_allclose(metrics.patch_hit_fraction(per_frame, boxes, 10),
+                               [2 / 3, 2 / 3], rtol=1e-6)
+    # One patch per video, broadcast over its frames.
+    per_video = np.array([[[0, 0]], [[15, 15]]], np.int32)
+    np.testing.assert_allclose(metrics.patch_hit_fraction(per_video, boxes, 10), [2 / 3, 1 / 3],
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="policy steps"):
+        metrics.patch_hit_fraction(np.zeros((2, 2, 2), np.int32), boxes, 10)
