@@ -10,7 +10,6 @@ import textwrap
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from adafocus_jax import checkpoint as ckpt_lib
