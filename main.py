@@ -5,7 +5,12 @@
     python main.py --config=configs/actnet.py --workdir=DIR --config.run_stages=stage2,stage3
 
 Rerunning the same command resumes: finished stages are skipped, an unfinished one continues from
-its latest checkpoint with the same data order and random draws. SIGTERM checkpoints and exits.
+its latest checkpoint with the same data order and random draws.
+
+Exit status: 0 when every stage finished; 75 (`train.EXIT_INTERRUPTED`) when SIGTERM/SIGINT stopped
+the run after saving a checkpoint (rerun the same command to resume), so `main.py ... && next`
+never runs `next` on an unfinished run; 1 on an error. With several processes a signal to any of
+them stops all of them at the same step.
 
 Multi-host: run the same command on every host with `--jax_distributed` (Cloud TPU, Slurm,
 Kubernetes: auto-detected) or with `--coordinator_address=HOST:PORT --num_processes=N
@@ -89,7 +94,7 @@ def main(argv):
         train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     except train.TrainingInterrupted as e:
         logging.warning("%s", e)
-        sys.exit(0)
+        sys.exit(train.EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,34 @@ def parse_options(arg: str | None) -> dict:
     return options
 
 
+# Sth-Sth policy variants (`configs/sthv2.py:policy=discrete`): the official code has both the
+# clipped-Gaussian policy its scripts use and a categorical one over a 5 x 5 grid of patch
+# positions (`ppo_continuous=False`).
+STHSTH_POLICIES = ("gaussian", "discrete")
+STHSTH_DISCRETE_GRID = 5
+
+
+def set_sthsth_policy(config: ml_collections.ConfigDict, policy: str, where: str) -> None:
+    """Sets `config.model.policy` to the Sth-Sth `policy` variant ("gaussian" or "discrete")."""
+    if config.dataset not in stages.STHSTH:
+        raise ValueError(f"{where}: policy={policy} is an option of sthv1/sthv2 only (the "
+                         f"{config.dataset} policy is always a categorical grid)")
+    if policy not in STHSTH_POLICIES:
+        raise ValueError(f"{where}: policy={policy!r}: expected one of {STHSTH_POLICIES}")
+    if policy == "discrete":
+        config.model.policy.kind = "categorical"
+        config.model.policy.grid_size = STHSTH_DISCRETE_GRID
+
+
 def build_config(dataset: str, arg: str | None, allowed_patches: tuple[int, ...]):
-    """The official config of `dataset`; `arg` may set `patch=<P>` (one of `allowed_patches`)."""
+    """The official config of `dataset`; `arg` may set `patch=<P>` (one of `allowed_patches`) and,
+    for Sth-Sth, `policy=gaussian|discrete`."""
     options = parse_options(arg)
-    patch = int(options.pop("patch", allowed_patches[0]))
+    try:
+        patch = int(options.pop("patch", allowed_patches[0]))
+    except ValueError as e:
+        raise ValueError(f"{dataset}: patch must be an integer ({e})") from e
+    policy = options.pop("policy", None)
     if patch not in allowed_patches:
         raise ValueError(f"{dataset}: patch={patch} is not an official patch size "
                          f"{allowed_patches}")
@@ -31,4 +55,6 @@ def build_config(dataset: str, arg: str | None, allowed_patches: tuple[int, ...]
     config.model = models.default_model_config(dataset, patch_size=patch)
     config.data = data.default_data_config(dataset)
     stages.add_training_config(config)
+    if policy is not None:
+        set_sthsth_policy(config, policy, f"configs/{dataset}.py")
     return config

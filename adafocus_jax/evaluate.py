@@ -156,9 +156,11 @@ def evaluate_model(config, model, variables: Mapping, source, *, patch_mode: str
 
     Returns:
       {"top1", "top5", "loss", "map", "num_videos"}: accuracies and mAP in percent; "map" is the
-      official mAP when `config.eval.metric == "map"`, else NaN. With data that provides
-      `target_box` (synthetic) and a patch mode, also "target_hit": the percentage of frames
-      whose patch holds the whole target.
+      official mAP when `config.eval.metric == "map"`, else NaN. With the mAP also
+      "map_absent_classes": how many classes have no positive among the evaluated videos (the mAP
+      averages over the others; logged when > 0, see `metrics.mean_average_precision_detail`).
+      With data that provides `target_box` (synthetic) and a patch mode, also "target_hit": the
+      percentage of frames whose patch holds the whole target.
     """
     mesh = parallel.make_mesh() if mesh is None else mesh
     parallel.check_batch_size(batch_size, mesh, "eval batch size")
@@ -203,9 +205,17 @@ def evaluate_model(config, model, variables: Mapping, source, *, patch_mode: str
         result["target_hit"] = 100.0 * totals["target_hit_sum"] / count
     if with_map:
         keep = np.concatenate(masks).astype(bool)
-        result["map"] = metrics_lib.mean_average_precision(
+        detail = metrics_lib.mean_average_precision_detail(
             np.concatenate(scores)[keep], np.concatenate(labels)[keep],
             multi_label=bool(config.eval.multi_label))
+        result["map"] = detail.map
+        result["map_absent_classes"] = detail.num_absent
+        if detail.num_absent:
+            logging.warning("mAP over the %d classes with a positive among the %d evaluated videos:"
+                            " %d of %d classes have none here (a subset of the split: "
+                            "max_eval_batches, skipped videos, or a small split)",
+                            detail.num_present, result["num_videos"], detail.num_absent,
+                            detail.num_present + detail.num_absent)
     logging.info("evaluated %d videos in %d batches (%.1f s)", result["num_videos"], num_batches,
                  time.time() - start)
     return result

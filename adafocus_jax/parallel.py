@@ -135,3 +135,20 @@ def host_gather(x: jax.Array) -> np.ndarray:
         return np.asarray(jax.device_get(x))
     from jax.experimental import multihost_utils
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def wait_for_all_processes(name: str, timeout_s: float = 1800.0) -> None:
+    """Blocks until every process reaches the barrier `name` (no-op with one process).
+
+    Uses the `jax.distributed` coordination service, not a device collective: processes can reach
+    it minutes apart (one still compiling or restoring) without tripping the CPU collectives'
+    30-second connection timeout that the first cross-process collective (e.g. orbax's directory
+    sync) would otherwise hit.
+    """
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed   # the coordination client has no public accessor
+    client = distributed.global_state.client
+    if client is None:
+        return
+    client.wait_at_barrier(f"adafocus_jax:{name}", int(timeout_s * 1000))

@@ -28,6 +28,7 @@ classifier at fc_lr). `config.reproduce_released_lr_bug = True` reproduces the r
 import dataclasses
 import math
 import re
+import zlib
 from typing import Any, Callable, Mapping
 
 import jax
@@ -81,6 +82,14 @@ def _recipe(*, loss: str, patch_mode: str, modes: Mapping[str, bool], lr: Mappin
         epochs=1,                       # K PPO epochs over each batch (official 1)
         return_eps=1e-5))
     return r
+
+
+# The recipes' stage order (ml_collections sorts the keys of `config.stages`, so the order lives in
+# `config.stage_order`).
+STHSTH_STAGE_ORDER = ("stage1", "stage2", "stage3")
+ACTNET_STAGE_ORDER = ("stage0_glancer", "stage0_focuser", "stage1", "stage2", "stage3")
+# Datasets whose official scripts hand each stage's best-validated checkpoint to the next (§4.3).
+HANDOFF_BEST_DATASETS = ("actnet", "fcvid", "minik")
 
 
 def _sthsth_stages() -> ml_collections.ConfigDict:
@@ -154,12 +163,20 @@ def add_training_config(config: ml_collections.ConfigDict) -> ml_collections.Con
     sth = dataset in STHSTH
     config.seed = 1007                        # the official seed
     config.stages = _sthsth_stages() if sth else _actnet_stages()
-    # Comma-separated, run in order, each in WORKDIR/<stage name>.
-    config.run_stages = ",".join(config.stages.keys())
+    # The recipe's stage order, comma-separated: every key of config.stages exactly once. A config
+    # that adds a stage adds it here too. (Stage seeds depend on the stage's name only.)
+    config.stage_order = ",".join(STHSTH_STAGE_ORDER if sth else ACTNET_STAGE_ORDER)
+    # The stages this run trains, comma-separated ("" = all of config.stage_order), in the order of
+    # config.stage_order, each in WORKDIR/<stage name>.
+    config.run_stages = ""
     # Official PyTorch weights converted with `python -m adafocus_jax.tools.convert_checkpoint`
     # (ImageNet / TSM backbones), or a stage directory of an earlier run. Used by restore sources
     # "init_from" and by any restore source stage that this run does not contain.
     config.init_from = ""
+    # A stage that restores a module from "init_from" while config.init_from is empty is an error
+    # (the module would silently stay random, and a frozen one stays random for the whole run);
+    # True keeps the random initialisation with a warning (the synthetic and tiny configs).
+    config.allow_random_init = dataset == "synthetic"
     # Sth-Sth only: reproduce the released scripts' optimizer-group bug (see module docstring).
     config.reproduce_released_lr_bug = False
 
@@ -179,7 +196,8 @@ def add_training_config(config: ml_collections.ConfigDict) -> ml_collections.Con
     #     final one; kept in WORKDIR/<stage>/best so reruns and resumes keep them), as the official
     #     ActivityNet scripts do (a checkpoint is written only when validation improves, spec §4.3,
     #     §11.14). A stage that evaluated nothing hands on its last variables (logged).
-    config.train.handoff = "last"
+    # The ActivityNet / FCVID / Mini-Kinetics configs use "best" (the official behaviour).
+    config.train.handoff = "best" if dataset in HANDOFF_BEST_DATASETS else "last"
 
     config.ckpt = ml_collections.ConfigDict()
     config.ckpt.every_steps = 0               # 0: once per epoch
@@ -238,16 +256,74 @@ class StageRecipe:
         return tuple(m for m in MODULES if self.lr[m] > 0)
 
 
+def stage_order(config: ml_collections.ConfigDict) -> list[str]:
+    """The recipe's stage order (`config.stage_order`), checked against the keys of `config.stages`.
+
+    Raises:
+      ValueError naming `config.stage_order` when it lists an unknown stage, a stage twice, or
+      misses a stage of `config.stages`.
+    """
+    names = [n.strip() for n in str(config.get("stage_order", "")).split(",") if n.strip()]
+    known = sorted(config.stages.keys())
+    unknown = [n for n in names if n not in config.stages]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    missing = [n for n in known if n not in names]
+    if not names or unknown or repeated or missing:
+        raise ValueError(
+            f"config.stage_order={config.get('stage_order', '')!r} must list every stage of "
+            f"config.stages ({known}) exactly once, in training order (unknown {unknown}, "
+            f"repeated {repeated}, missing {missing})")
+    return names
+
+
 def stage_names(config: ml_collections.ConfigDict) -> list[str]:
-    """The stages to run, in order (`config.run_stages`), validated against `config.stages`."""
+    """The stages to run, in order: `config.run_stages` ("" = every stage of `config.stage_order`).
+
+    Raises:
+      ValueError naming `config.run_stages` for an unknown or repeated stage, or stages listed out
+      of the recipe's order (a stage restores modules from the stages before it).
+    """
+    order = stage_order(config)
     names = [n.strip() for n in str(config.run_stages).split(",") if n.strip()]
     if not names:
-        raise ValueError("config.run_stages is empty")
+        return order
     for n in names:
         if n not in config.stages:
             raise ValueError(f"config.run_stages: unknown stage {n!r}; config.stages has "
-                             f"{list(config.stages.keys())}")
+                             f"{order}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"config.run_stages={config.run_stages!r} lists a stage twice")
+    if sorted(names, key=order.index) != names:
+        raise ValueError(f"config.run_stages={config.run_stages!r}: stages must follow the recipe's "
+                         f"order config.stage_order={','.join(order)!r}")
     return names
+
+
+def stage_seed(config: ml_collections.ConfigDict, name: str) -> int:
+    """The seed of stage `name`: `config.seed` plus the CRC-32 of the name, modulo 2^31.
+
+    It depends on the stage's own name only, so adding, removing, reordering or renaming another
+    stage never changes it (and `run_stages` does not either).
+    """
+    return (int(config.seed) + zlib.crc32(name.encode("utf-8"))) % (2 ** 31)
+
+
+def check_init_from(config: ml_collections.ConfigDict, names: list[str]) -> None:
+    """Raises before training when a stage of `names` restores a module from "init_from" while
+    `config.init_from` is empty, unless `config.allow_random_init` (then `restore_modules` logs a
+    warning and keeps the random initialisation)."""
+    if config.init_from or config.get("allow_random_init", False):
+        return
+    wanted = [f"{n}: {m}" for n in names
+              for m, source in parse_restore(config.stages[n].restore,
+                                             f"config.stages.{n}.restore").items()
+              if source == INIT_FROM]
+    if wanted:
+        raise ValueError(
+            f"config.init_from is empty, but these stages restore modules from it: {wanted}. Set "
+            "--config.init_from=DIR (converted official weights, see "
+            "adafocus_jax.tools.convert_checkpoint, or a finished stage directory), or pass "
+            "--config.allow_random_init=True to train from a random initialisation")
 
 
 def parse_restore(spec: str, where: str) -> dict[str, str]:

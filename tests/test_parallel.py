@@ -1,5 +1,6 @@
 """Data parallelism: the same step on 8 devices (batch sharded) and on 1 device agrees, including
-BatchNorm statistics (global-batch statistics under SPMD jit) and the PPO stage's sampling."""
+BatchNorm statistics (global-batch statistics under SPMD jit) and the PPO stage's sampling, for
+both policy families (Sth-Sth Gaussian, ActivityNet categorical per frame with the GRU classifier)."""
 
 import copy
 import os
@@ -27,7 +28,8 @@ def _step(dataset, name, mesh, batch_np):
     return to_host(state), to_host(step_metrics)
 
 
-@pytest.mark.parametrize("dataset,name", [("sthv2", "stage1"), ("sthv2", "stage2")])
+@pytest.mark.parametrize("dataset,name", [("sthv2", "stage1"), ("sthv2", "stage2"),
+                                          ("actnet", "stage2")])
 def test_sharded_step_matches_single_device(dataset, name):
     config, _, _ = setup(dataset)
     batch_np = host_batch(config)

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from adafocus_jax import crop as crop_lib
+from adafocus_jax import rl
 from adafocus_jax.models.classifiers import LogitSumClassifier, RecurrentClassifier
 from adafocus_jax.models.mobilenet_v2 import MobileNetV2
 from adafocus_jax.models.policy import ActorCritic
@@ -81,7 +82,7 @@ class AdaFocusOutput:
 
 def deterministic_actions(kind: str, dist_params: jnp.ndarray) -> jnp.ndarray:
     """Inference actions: the Gaussian mean, or the first argmax of the categorical."""
-    return dist_params if kind == "gaussian" else jnp.argmax(dist_params, axis=-1)
+    return dist_params if kind == "gaussian" else rl.categorical_mode(dist_params)
 
 
 def sample_actions(kind: str, dist_params: jnp.ndarray, rng: jax.Array,
@@ -89,9 +90,8 @@ def sample_actions(kind: str, dist_params: jnp.ndarray, rng: jax.Array,
     """Training actions: a Gaussian sample clamped to [0, 1] (per-axis std `action_std`), or a
     categorical sample."""
     if kind == "gaussian":
-        noise = jax.random.normal(rng, dist_params.shape, dist_params.dtype)
-        return jnp.clip(dist_params + action_std * noise, 0.0, 1.0)
-    return jax.random.categorical(rng, dist_params, axis=-1)
+        return rl.gaussian_sample_clipped(rng, dist_params, action_std)
+    return rl.categorical_sample(rng, dist_params)
 
 
 class AdaFocus(nn.Module):
