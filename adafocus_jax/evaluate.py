@@ -249,16 +249,22 @@ def evaluate_model(config, model, variables: Mapping, source, *, patch_mode: str
     return result
 
 
-def gflops_per_video(config, model, patch_mode: str) -> float:
+def gflops_per_video(config, model, patch_mode: str, views: int | None = None) -> float:
     """GMACs per video of one evaluation (counted from the model, `adafocus_jax.flops`), times
-    the views per video (`config.data.eval_num_clips * eval_num_crops`)."""
+    the views per video (default `config.data.eval_num_clips * eval_num_crops`)."""
     from adafocus_jax import flops as flops_lib
     if patch_mode in ("glancer", "focuser"):
         gflops, _ = flops_lib.count_method_gflops(model, f"{patch_mode}_logits")
     else:
         gflops, _ = flops_lib.count_gflops(model, patch_mode=patch_mode)
-    views = int(config.data.get("eval_num_clips", 1)) * int(config.data.get("eval_num_crops", 1))
+    if views is None:
+        views = num_views(config)
     return float(gflops) * views
+
+
+def num_views(config) -> int:
+    """Views per evaluated video: `config.data.eval_num_clips * eval_num_crops`."""
+    return int(config.data.get("eval_num_clips", 1)) * int(config.data.get("eval_num_crops", 1))
 
 
 def eval_path(workdir: str, split: str) -> str:
@@ -298,7 +304,7 @@ def evaluate_split(config, workdir: str, *, checkpoint: str = "", split: str = "
     size = max(unit, size // unit * unit)
     result = evaluate_model(config, model, variables, source, patch_mode=patch_mode,
                             batch_size=size, mesh=mesh, details=True, progress=progress)
-    views = int(config.data.get("eval_num_clips", 1)) * int(config.data.get("eval_num_crops", 1))
+    views = num_views(config)
     result.update(split=split, patch_mode=patch_mode, views=views,
                   checkpoint=os.path.abspath(source_path), batch_size=size,
                   gflops_per_video=gflops_per_video(config, model, patch_mode),

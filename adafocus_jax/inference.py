@@ -121,3 +121,43 @@ def class_names(config, path: str = "") -> list[str] | None:
             return None
         categories = os.path.join(base, categories)
     return lists.check_class_count(categories, num_classes)
+
+
+def load_config(spec: str):
+    """A config from `"configs/actnet.py"` or `"configs/actnet.py:patch=96"` (the file's
+    `get_config(arg)`), as `--config` takes it in main.py, for the argparse-based tools."""
+    import importlib.util
+    path, _, arg = spec.partition(":")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--config={spec}: no config file {path!r}")
+    module_spec = importlib.util.spec_from_file_location(
+        f"_config_{abs(hash(os.path.abspath(path)))}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"--config={spec}: {path} has no get_config()")
+    return module.get_config(arg or None)
+
+
+def predict_fn(model):
+    """The inference function every tool uses (predict, export):
+
+        fn(variables, glance, focus) -> {"logits" [B, C], "probabilities" [B, C],
+                                         "step_logits" [B, St, C], "patch_offsets" [B, St, 2]}
+
+    `glance` uint8 `[B, T_G, S, S, 3]` frames as the data pipeline makes them (normalised inside),
+    `focus` uint8 `[B, T_L, S, S, 3]` or None (one frame list: the patches come from `glance`).
+    The deterministic policy picks the patches (the official inference); eval mode everywhere.
+    """
+    from adafocus_jax.data.transforms import normalize_jnp
+
+    def fn(variables, glance, focus=None):
+        out = model.apply(variables, normalize_jnp(glance),
+                          None if focus is None else normalize_jnp(focus), train=False,
+                          patch_mode="policy")
+        logits = out.logits.astype(jax.numpy.float32)
+        return {"logits": logits, "probabilities": jax.nn.softmax(logits, axis=-1),
+                "step_logits": out.step_logits.astype(jax.numpy.float32),
+                "patch_offsets": out.patch_offsets}
+
+    return fn
