@@ -298,3 +298,183 @@ def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeats: int) -> dict
             fn()
             times[name].append(time.perf_counter() - start)
     return times
+
+
+# ------------------------------------------------------------------------------------------------
+# The synthetic benchmark's early-exit section.
+
+
+def load_split(config, split: str, max_videos: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 frames `[N, T, S, S, 3]`, labels `[N]`) of a split, evaluation sampling."""
+    from adafocus_jax import data as data_lib
+    source = data_lib.create_source(config.data, split)
+    n = min(len(source), max_videos) if max_videos else len(source)
+    examples = [source.get(i, None) for i in range(n)]
+    return (np.stack([e["glance"] for e in examples]),
+            np.asarray([int(e["label"]) for e in examples]))
+
+
+def full_step_probabilities(model, variables, frames: np.ndarray, batch_size: int) -> np.ndarray:
+    """`[N, T, C]` softmax of every step's logits from the full (all-frames) model."""
+    from adafocus_jax import inference
+    fn = jax.jit(inference.predict_fn(model))
+    out = []
+    for start in range(0, len(frames), batch_size):
+        chunk = frames[start:start + batch_size]
+        n = len(chunk)
+        if n < batch_size:
+            chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - n, 0)])
+        out.append(np.asarray(jax.nn.softmax(fn(variables, chunk)["step_logits"], -1))[:n])
+    return np.concatenate(out)
+
+
+def plot_curve(path: str, curve: Sequence[Mapping], real: Sequence[Mapping],
+               full: Mapping, title: str) -> None:
+    """A small PNG: accuracy (%) against GFLOPs/video of the fitted budgets (line), the real
+    exiting runs (squares) and the full model (circle). Drawn with PIL (no plotting library)."""
+    from PIL import Image, ImageDraw
+    w, h, left, right, top, bottom = 640, 420, 70, 20, 40, 50
+    xs = [c["gflops"] for c in curve] + [r["gflops"] for r in real] + [full["gflops"]]
+    ys = [c["accuracy"] for c in curve] + [r["accuracy"] for r in real] + [full["accuracy"]]
+    x0, x1 = 0.0, max(xs) * 1.05
+    y0, y1 = max(0.0, min(ys) - 5), min(100.0, max(ys) + 5)
+
+    def px(x, y):
+        return (left + (x - x0) / (x1 - x0) * (w - left - right),
+                h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom))
+
+    image = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(image)
+    d.rectangle([left, top, w - right, h - bottom], outline="black")
+    for i in range(6):
+        xv, yv = x0 + (x1 - x0) * i / 5, y0 + (y1 - y0) * i / 5
+        gx, _ = px(xv, y0)
+        _, gy = px(x0, yv)
+        d.line([gx, h - bottom, gx, h - bottom + 5], fill="black")
+        d.text((gx - 18, h - bottom + 8), f"{xv:.4f}", fill="black")
+        d.line([left - 5, gy, left, gy], fill="black")
+        d.text((left - 45, gy - 6), f"{yv:.1f}", fill="black")
+    d.text((w // 2 - 60, h - 18), "GFLOPs / video", fill="black")
+    d.text((5, top - 25), "top-1 %", fill="black")
+    d.text((left + 10, 8), title, fill="black")
+    pts = [px(c["gflops"], c["accuracy"]) for c in sorted(curve, key=lambda c: c["gflops"])]
+    d.line(pts, fill=(30, 90, 200), width=2)
+    for x, y in pts:
+        d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=(30, 90, 200))
+    for r in real:
+        x, y = px(r["gflops"], r["accuracy"])
+        d.rectangle([x - 5, y - 5, x + 5, y + 5], outline=(200, 30, 30), width=2)
+    x, y = px(full["gflops"], full["accuracy"])
+    d.ellipse([x - 6, y - 6, x + 6, y + 6], outline="black", width=2)
+    d.text((w - right - 250, top + 8), "blue: fitted budgets (test split)", fill=(30, 90, 200))
+    d.text((w - right - 250, top + 22), "red squares: measured exiting runs", fill=(200, 30, 30))
+    d.text((w - right - 250, top + 36), "black circle: full model", fill="black")
+    image.save(path)
+
+
+def benchmark(config, variables, model=None, *, fit_split: str = "val", test_split: str = "",
+              num_budgets: int = 9, batch_size: int = 50, repeats: int = 3,
+              timing_videos: int = 300, single_videos: int = 100,
+              plot_path: str = "") -> dict[str, Any]:
+    """Fits thresholds on `fit_split`, traces accuracy vs GFLOPs on `test_split`, and measures
+    the wall-clock of real exiting inference against the full model at the same batch size
+    (on the first `timing_videos` test videos; batch size 1 on the first `single_videos`).
+
+    Returns the `early_exit` section of the benchmark JSON:
+      {"fit_split", "test_split", "num_videos", "step_gflops", "full": {accuracy, gflops},
+       "curve": [{budget, p, thresholds, accuracy, gflops, exit_histogram}, ...],
+       "measured": [{budget, accuracy, gflops, batch_size, compaction -> ms/video, ...}],
+       "timing": {...how it was timed...}}
+    """
+    from adafocus_jax import models as models_lib
+    model = model or models_lib.create_model(config)
+    check_online(model.config)
+    test_split = test_split or str(config.benchmark.split)
+    variables = jax.device_put({"params": variables["params"],
+                                "batch_stats": variables.get("batch_stats", {})})
+    fit_frames, _ = load_split(config, fit_split)
+    test_frames, test_labels = load_split(config, test_split)
+    fit_conf = step_confidences(full_step_probabilities(model, variables, fit_frames, batch_size))
+    test_probs = full_step_probabilities(model, variables, test_frames, batch_size)
+    test_conf = step_confidences(test_probs)
+    costs = step_gflops(model)
+    cumulative = np.cumsum(costs)
+    steps = len(costs)
+    full_acc = float(100 * np.mean(test_probs[:, -1].argmax(-1) == test_labels))
+    rows = np.arange(len(test_labels))
+
+    def evaluate_fit(fit):
+        exits = simulate_exit(test_conf, fit.thresholds)
+        pred = test_probs[rows, exits].argmax(-1)
+        return exits, float(100 * np.mean(pred == test_labels)), float(cumulative[exits].mean())
+
+    curve = []
+    for budget in np.linspace(cumulative[0], cumulative[-1], num_budgets):
+        fit = fit_thresholds(fit_conf, costs, float(budget))
+        exits, acc, gflops = evaluate_fit(fit)
+        curve.append({"budget": float(budget), "p": fit.p,
+                      "thresholds": [float(t) for t in fit.thresholds],
+                      "accuracy": acc, "gflops": gflops,
+                      "exit_histogram": np.bincount(exits, minlength=steps).tolist()})
+    # Measured operating points: the cheapest budget within 1 point of the full model, and the
+    # midpoint of the cost range.
+    within = [c for c in curve if c["accuracy"] >= full_acc - 1.0]
+    chosen = [min(within, key=lambda c: c["gflops"])] if within else []
+    mid = curve[len(curve) // 2]
+    if mid not in chosen:
+        chosen.append(mid)
+    runner = OnlineRunner(model, variables)
+    measured = []
+    for point in chosen:
+        thresholds = point["thresholds"]
+        results = {}
+        for compaction in ("compact", "masked"):
+            out = runner.run(test_frames, thresholds, batch_size, compaction)
+            want = simulate_exit(test_conf, thresholds)
+            results[compaction] = out
+            if not np.array_equal(out["exit_step"], want):
+                raise AssertionError(f"real exits ({compaction}) differ from the simulation")
+        out = results["compact"]
+        timed = test_frames[:timing_videos] if timing_videos else test_frames
+        fns = {
+            "full": lambda: runner.full(timed, batch_size),
+            "stepwise_no_exit": lambda: runner.run(timed, thresholds, batch_size, "none"),
+            "exit_compact": lambda: runner.run(timed, thresholds, batch_size, "compact"),
+            "exit_masked": lambda: runner.run(timed, thresholds, batch_size, "masked"),
+        }
+        times = time_interleaved(fns, repeats)
+        single = test_frames[:single_videos]
+        times_1 = time_interleaved({
+            "full": lambda: runner.full(single, 1),
+            "exit": lambda: runner.run(single, thresholds, 1, "compact")}, repeats)
+        n = len(timed)
+        ms = {k: 1000 * float(np.median(v)) / n for k, v in times.items()}
+        ms_1 = {k: 1000 * float(np.median(v)) / len(single) for k, v in times_1.items()}
+        measured.append({
+            "budget": point["budget"], "thresholds": thresholds,
+            "accuracy": float(100 * np.mean(out["prediction"] == test_labels)),
+            "gflops": float(cumulative[out["exit_step"]].mean()),
+            "mean_frames": float(out["exit_step"].mean() + 1),
+            "rows_processed": {k: int(r["rows_processed"]) for k, r in results.items()},
+            "batch_size": batch_size, "timed_videos": int(n), "ms_per_video": ms,
+            "speedup_vs_full": {k: ms["full"] / v for k, v in ms.items() if k != "full"},
+            "batch_size_1": {"num_videos": len(single), "ms_per_video": ms_1,
+                             "speedup_vs_full": ms_1["full"] / ms_1["exit"]},
+        })
+    section = {
+        "fit_split": fit_split, "test_split": test_split, "num_videos": int(len(test_labels)),
+        "num_fit_videos": int(len(fit_frames)), "step_gflops": float(costs[0]),
+        "num_steps": steps,
+        "full": {"accuracy": full_acc, "gflops": float(cumulative[-1])},
+        "curve": curve, "measured": measured,
+        "timing": {"repeats": repeats, "statistic": "median of interleaved rounds",
+                   "what": "inference only, frames already in memory as uint8; full = the "
+                           "all-frames model (one call per batch); exit = frame-by-frame with "
+                           "one host read of the confidences per step",
+                   "device": str(jax.devices()[0].platform)},
+    }
+    if plot_path:
+        plot_curve(plot_path, curve, measured, section["full"],
+                   f"AdaFocus+ early exit, {test_split} split ({len(test_labels)} videos)")
+        section["plot"] = plot_path
+    return section
