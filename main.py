@@ -48,8 +48,8 @@ flags.DEFINE_enum("mode", "train", ["train", "eval", "train_and_eval"],
 flags.DEFINE_string("checkpoint", "", "--mode=eval: what to evaluate (default: the workdir's "
                     "last stage): a run, stage or converted directory, or an official .pth.tar.")
 flags.DEFINE_string("split", "", "--mode=eval: the split (default config.eval.split).")
-flags.DEFINE_string("patch_mode", "policy", "--mode=eval: policy | random | center | glancer | "
-                    "focuser (see adafocus_jax/evaluate.py).")
+flags.DEFINE_string("patch_mode", "policy", "--mode=eval: policy | random | center | oracle | "
+                    "glancer | focuser (see adafocus_jax/evaluate.py).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 

@@ -9,6 +9,8 @@ eval mode. Patch modes:
   * "policy": the deterministic policy (Gaussian mean / first argmax), the official inference;
   * "random": the official random baseline patches (stage-1 validation; key = fold_in(seed, batch));
   * "center": the centre patch;
+  * "oracle": the patch centred on the known target (`batch["target_box"]`, synthetic data only):
+    the upper bound of any policy on these networks;
   * "glancer" / "focuser": the stage-0 single-network heads on whole frames, averaged over frames.
 
 Multi-clip / multi-crop testing (`config.data.eval_num_clips`, `eval_num_crops`; examples with V
@@ -31,7 +33,7 @@ from adafocus_jax import metrics as metrics_lib
 from adafocus_jax import parallel
 from adafocus_jax.data.transforms import normalize_jnp
 
-EVAL_PATCH_MODES = ("policy", "random", "center", "glancer", "focuser")
+EVAL_PATCH_MODES = ("policy", "random", "center", "oracle", "glancer", "focuser")
 
 # (id(model), patch_mode, with_scores, mesh) → (model, jitted step); keeps compiled steps across the
 # periodic evaluations of a run.
@@ -48,8 +50,10 @@ def make_eval_step(model, patch_mode: str, seed: int, with_scores: bool):
     (−log of the averaged probability of the label) and the mAP scores all use that average.
     V identical views give the single-view result.
 
-    Returns a dict of masked sums: scalars `correct1`, `correct5`, `loss_sum`, `count`, and per
-    class `class_correct`, `class_count` `[C]` (top-1 hits and videos by label; label -1 is not
+    Returns a dict of masked sums: scalars `correct1`, `correct5`, `loss_sum`, `count`,
+    `target_hit_sum` (the summed fraction of frames whose patch holds the whole
+    `batch["target_box"]` when the data provides one (single view), else 0), and per class
+    `class_correct`, `class_count` `[C]` (top-1 hits and videos by label; label -1 is not
     counted); with `with_scores` also `scores` `[B, C]` softmax probabilities (view-averaged) for
     the mAP.
     """
@@ -57,6 +61,7 @@ def make_eval_step(model, patch_mode: str, seed: int, with_scores: bool):
         raise ValueError(f"patch_mode must be one of {EVAL_PATCH_MODES}, got {patch_mode!r}")
 
     def step(variables, batch, batch_index):
+        target_hit = jnp.zeros((), jnp.float32)
         glance = normalize_jnp(batch["glance"])
         focus = normalize_jnp(batch["focus"]) if "focus" in batch else None
         labels = batch["label"]
@@ -80,8 +85,23 @@ def make_eval_step(model, patch_mode: str, seed: int, with_scores: bool):
         else:
             key = jax.random.fold_in(jax.random.key(seed), batch_index)
             rngs = dict(zip(("patches", "actions", "dropout"), jax.random.split(key, 3)))
-            logits = model.apply(variables, glance, focus, train=False, patch_mode=patch_mode,
-                                 rngs=rngs).logits
+            given = None
+            if patch_mode == "oracle":
+                if "target_box" not in batch or views:
+                    raise ValueError("patch_mode 'oracle' needs single-view data that provides "
+                                     "target_box (the synthetic benchmark)")
+                cfg = model.config
+                given = metrics_lib.oracle_offsets(batch["target_box"], int(cfg.patch_size),
+                                                   int(cfg.input_size), model.policy_steps)
+            output = model.apply(variables, glance, focus, train=False,
+                                 patch_mode="given" if given is not None else patch_mode,
+                                 patch_offsets=given, rngs=rngs)
+            logits = output.logits
+            if "target_box" in batch and not views:
+                # Data that knows where the target is (synthetic): patches holding all of it.
+                target_hit = jnp.sum(metrics_lib.patch_hit_fraction(
+                    output.patch_offsets, batch["target_box"], int(model.config.patch_size))
+                    * mask)
         logits = logits.astype(jnp.float32)
         if views:
             # Mean of the V probability vectors, kept in log space: log(mean_v p_v) =
@@ -98,6 +118,7 @@ def make_eval_step(model, patch_mode: str, seed: int, with_scores: bool):
             "correct5": jnp.sum(metrics_lib.topk_correct(logits, labels, 5) * mask),
             "loss_sum": jnp.sum(metrics_lib.cross_entropy(logits, labels) * mask),
             "count": jnp.sum(mask),
+            "target_hit_sum": target_hit,
             "class_correct": jnp.zeros(num_classes, jnp.float32).at[by_class].add(
                 correct1, mode="drop"),
             "class_count": jnp.zeros(num_classes, jnp.float32).at[by_class].add(
@@ -110,7 +131,9 @@ def make_eval_step(model, patch_mode: str, seed: int, with_scores: bool):
     return step
 
 
-SUM_KEYS = ("correct1", "correct5", "loss_sum", "count", "class_correct", "class_count")
+# The per-batch masked sums every eval step returns (accumulated on the device).
+SUM_KEYS = ("correct1", "correct5", "loss_sum", "count", "target_hit_sum", "class_correct",
+            "class_count")
 
 
 def _jitted_step(model, patch_mode: str, seed: int, with_scores: bool, mesh):
@@ -180,7 +203,9 @@ def evaluate_model(config, model, variables: Mapping, source, *, patch_mode: str
 
     Returns:
       {"top1", "top5", "loss", "map", "num_videos"} (+ the `details` keys): accuracies and mAP in
-      percent; "map" is the official mAP when `config.eval.metric == "map"`, else NaN.
+      percent; "map" is the official mAP when `config.eval.metric == "map"`, else NaN. With data
+      that provides `target_box` (synthetic) and a patch mode, also "target_hit": the percentage
+      of frames whose patch holds the whole target.
     """
     mesh = parallel.make_mesh() if mesh is None else mesh
     parallel.check_batch_size(batch_size, mesh, "eval batch size")
@@ -197,6 +222,7 @@ def evaluate_model(config, model, variables: Mapping, source, *, patch_mode: str
     total_batches = min(len(loader), max_batches) if max_batches else len(loader)
     bar = _progress(total_batches, progress, f"eval {patch_mode}")
     totals = _zero_totals(int(model.config.num_classes), mesh)
+    has_target = False
     scores, labels, masks = [], [], []
     in_flight: list[jax.Array] = []
     start = time.time()
@@ -204,6 +230,7 @@ def evaluate_model(config, model, variables: Mapping, source, *, patch_mode: str
     for index, host_batch in enumerate(loader):
         if max_batches and index >= max_batches:
             break
+        has_target = has_target or "target_box" in host_batch
         batch = parallel.shard_batch(host_batch, mesh)
         totals, batch_scores = step(variables, batch, np.int32(index), totals)
         in_flight.append(totals["count"])
@@ -228,6 +255,8 @@ def evaluate_model(config, model, variables: Mapping, source, *, patch_mode: str
         "top5": 100.0 * float(totals["correct5"]) / count,
         "loss": float(totals["loss_sum"]) / count, "num_videos": int(round(count)),
         "map": float("nan")}
+    if has_target and patch_mode in ("policy", "random", "center", "oracle"):
+        result["target_hit"] = 100.0 * float(totals["target_hit_sum"]) / count
     if with_map:
         keep = np.concatenate([parallel.host_gather(m) for m in masks]).astype(bool)
         result["map"] = metrics_lib.mean_average_precision(
@@ -256,7 +285,9 @@ def gflops_per_video(config, model, patch_mode: str, views: int | None = None) -
     if patch_mode in ("glancer", "focuser"):
         gflops, _ = flops_lib.count_method_gflops(model, f"{patch_mode}_logits")
     else:
-        gflops, _ = flops_lib.count_gflops(model, patch_mode=patch_mode)
+        # A given (oracle) patch costs what the centre patch does: no policy network runs.
+        gflops, _ = flops_lib.count_gflops(
+            model, patch_mode="center" if patch_mode == "oracle" else patch_mode)
     if views is None:
         views = num_views(config)
     return float(gflops) * views

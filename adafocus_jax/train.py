@@ -387,6 +387,13 @@ def make_train_step(model: models.AdaFocus, recipe: stages.StageRecipe,
                    "top1": masked_mean(
                        metrics_lib.topk_correct(rollout["logits"], batch["label"], 1), mask),
                    "num_valid": jnp.sum(mask.astype(jnp.float32))}
+        if "target_box" in batch:
+            # Data that knows where the target is (the synthetic benchmark): how often the sampled
+            # policy patches and the random-baseline patches hold the whole target.
+            for key, offsets in (("target_hit", rollout["offsets"]),
+                                 ("random_target_hit", rollout["random_offsets"])):
+                metrics[key] = masked_mean(metrics_lib.patch_hit_fraction(
+                    offsets, batch["target_box"], int(model.config.patch_size)), mask)
         metrics.update(jax.tree.map(first, norms))
         metrics.update(lr_metrics(state.step))
         return new_state, metrics

@@ -42,11 +42,15 @@ def test_example_contract_and_determinism():
     source = data_lib.create_source(dc, "test")      # dispatched on format == "synthetic"
     assert isinstance(source, synthetic.SyntheticSource) and len(source) == 6
     ex = source.get(2, None)
-    assert set(ex) == {"glance", "label", "labels", "index"}
+    assert set(ex) == {"glance", "label", "labels", "index", "target_box"}
     assert ex["glance"].dtype == np.uint8 and ex["glance"].shape == (3, 64, 64, 3)
     assert ex["label"].dtype == np.int32 and ex["label"].shape == ()
     assert ex["labels"].dtype == np.int32 and ex["labels"].tolist() == [int(ex["label"]), -1, -1]
     assert ex["index"].dtype == np.int64 and int(ex["index"]) == 2
+    box = ex["target_box"]
+    assert box.dtype == np.int32 and box.shape == (3, 4)
+    np.testing.assert_array_equal(box, source.scene(2, None).boxes)
+    assert (box[:, 2:] - box[:, :2] == dc.synthetic.digit_size).all()
     again = data_lib.create_source(dc, "test").get(2, None)
     np.testing.assert_array_equal(ex["glance"], again["glance"])
     assert not np.array_equal(ex["glance"], source.get(3, None)["glance"])
