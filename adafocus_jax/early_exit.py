@@ -30,6 +30,7 @@ step), and the data of frame t is sent to the device only for the videos still r
 """
 
 import dataclasses
+import logging
 import math
 import time
 from typing import Any, Callable, Mapping, Sequence
@@ -374,7 +375,7 @@ def plot_curve(path: str, curve: Sequence[Mapping], real: Sequence[Mapping],
 
 def benchmark(config, variables, model=None, *, fit_split: str = "val", test_split: str = "",
               num_budgets: int = 9, batch_size: int = 50, repeats: int = 3,
-              timing_videos: int = 300, single_videos: int = 100,
+              timing_videos: int = 300, single_videos: int = 100, num_measured: int = 2,
               plot_path: str = "") -> dict[str, Any]:
     """Fits thresholds on `fit_split`, traces accuracy vs GFLOPs on `test_split`, and measures
     the wall-clock of real exiting inference against the full model at the same batch size
@@ -394,6 +395,8 @@ def benchmark(config, variables, model=None, *, fit_split: str = "val", test_spl
                                 "batch_stats": variables.get("batch_stats", {})})
     fit_frames, _ = load_split(config, fit_split)
     test_frames, test_labels = load_split(config, test_split)
+    logging.info("early exit: %d %s + %d %s videos loaded", len(fit_frames), fit_split,
+                 len(test_frames), test_split)
     fit_conf = step_confidences(full_step_probabilities(model, variables, fit_frames, batch_size))
     test_probs = full_step_probabilities(model, variables, test_frames, batch_size)
     test_conf = step_confidences(test_probs)
@@ -416,46 +419,59 @@ def benchmark(config, variables, model=None, *, fit_split: str = "val", test_spl
                       "thresholds": [float(t) for t in fit.thresholds],
                       "accuracy": acc, "gflops": gflops,
                       "exit_histogram": np.bincount(exits, minlength=steps).tolist()})
-    # Measured operating points: the cheapest budget within 1 point of the full model, and the
-    # midpoint of the cost range.
+    # Measured operating points (`num_measured` of them): the cheapest budget within 1 point of
+    # the full model, then the midpoint of the cost range.
     within = [c for c in curve if c["accuracy"] >= full_acc - 1.0]
     chosen = [min(within, key=lambda c: c["gflops"])] if within else []
     mid = curve[len(curve) // 2]
     if mid not in chosen:
         chosen.append(mid)
+    chosen = chosen[:max(1, num_measured)]
+    logging.info("early exit: curve of %d budgets done; full model top-1 %.2f%%", len(curve),
+                 full_acc)
     runner = OnlineRunner(model, variables)
     measured = []
     for point in chosen:
         thresholds = point["thresholds"]
-        results = {}
-        for compaction in ("compact", "masked"):
-            out = runner.run(test_frames, thresholds, batch_size, compaction)
-            want = simulate_exit(test_conf, thresholds)
-            results[compaction] = out
-            if not np.array_equal(out["exit_step"], want):
-                raise AssertionError(f"real exits ({compaction}) differ from the simulation")
-        out = results["compact"]
+        # The real exits (on the timed videos) must be the simulated ones.
         timed = test_frames[:timing_videos] if timing_videos else test_frames
+        want = simulate_exit(test_conf, thresholds)[:len(timed)]
+        results = {c: runner.run(timed, thresholds, batch_size, c) for c in ("compact", "masked")}
+        for compaction, got in results.items():
+            if not np.array_equal(got["exit_step"], want):
+                raise AssertionError(f"real exits ({compaction}) differ from the simulation")
+            simulated = test_probs[rows[:len(timed)], want].argmax(-1)
+            if not np.array_equal(got["prediction"], simulated):
+                raise AssertionError(f"real predictions ({compaction}) differ from the full "
+                                     "model's at the same step")
         fns = {
             "full": lambda: runner.full(timed, batch_size),
             "stepwise_no_exit": lambda: runner.run(timed, thresholds, batch_size, "none"),
             "exit_compact": lambda: runner.run(timed, thresholds, batch_size, "compact"),
             "exit_masked": lambda: runner.run(timed, thresholds, batch_size, "masked"),
         }
+        logging.info("early exit: budget %.4f: exits checked; timing", point["budget"])
         times = time_interleaved(fns, repeats)
         single = test_frames[:single_videos]
         times_1 = time_interleaved({
             "full": lambda: runner.full(single, 1),
             "exit": lambda: runner.run(single, thresholds, 1, "compact")}, repeats)
-        n = len(timed)
+        n = n_timed = len(timed)
         ms = {k: 1000 * float(np.median(v)) / n for k, v in times.items()}
         ms_1 = {k: 1000 * float(np.median(v)) / len(single) for k, v in times_1.items()}
+        exits = simulate_exit(test_conf, thresholds)   # = the real exits (checked above)
         measured.append({
             "budget": point["budget"], "thresholds": thresholds,
-            "accuracy": float(100 * np.mean(out["prediction"] == test_labels)),
-            "gflops": float(cumulative[out["exit_step"]].mean()),
-            "mean_frames": float(out["exit_step"].mean() + 1),
-            "rows_processed": {k: int(r["rows_processed"]) for k, r in results.items()},
+            "accuracy": float(100 * np.mean(test_probs[rows, exits].argmax(-1) == test_labels)),
+            "gflops": float(cumulative[exits].mean()),
+            "mean_frames": float(exits.mean() + 1),
+            "timed_accuracy": float(100 * np.mean(
+                results["compact"]["prediction"] == test_labels[:n_timed])),
+            "timed_gflops": float(cumulative[results["compact"]["exit_step"]].mean()),
+            "rows_processed_timed": {
+                "full": int(math.ceil(n_timed / batch_size) * batch_size * steps),
+                "compact": int(results["compact"]["rows_processed"]),
+                "masked": int(results["masked"]["rows_processed"])},
             "batch_size": batch_size, "timed_videos": int(n), "ms_per_video": ms,
             "speedup_vs_full": {k: ms["full"] / v for k, v in ms.items() if k != "full"},
             "batch_size_1": {"num_videos": len(single), "ms_per_video": ms_1,

@@ -95,3 +95,27 @@ def test_sthsth_model_is_refused():
     config, model, variables = setup("sthv2")
     with pytest.raises(ValueError, match="per_frame"):
         early_exit.OnlineRunner(model, variables)
+
+
+def test_benchmark_section(tmp_path):
+    """The benchmark's early_exit section on the tiny model: schema, a monotone cost axis, the
+    measured runs' accuracy/cost equal the simulated ones at their thresholds, the plot is a PNG."""
+    from PIL import Image
+    config, model, variables = setup("actnet")
+    plot = tmp_path / "ee.png"
+    sec = early_exit.benchmark(config, variables, model, fit_split="train", test_split="val",
+                               num_budgets=4, batch_size=4, repeats=1, timing_videos=8,
+                               single_videos=2, num_measured=1, plot_path=str(plot))
+    assert sec["num_videos"] == 12 and sec["num_fit_videos"] == 32 and sec["num_steps"] == 3
+    budgets = [c["budget"] for c in sec["curve"]]
+    assert budgets == sorted(budgets) and len(budgets) == 4
+    assert all(sum(c["exit_histogram"]) == 12 for c in sec["curve"])
+    assert sec["curve"][-1]["exit_histogram"] == [0, 0, 12]     # the full budget never exits
+    assert sec["curve"][-1]["accuracy"] == sec["full"]["accuracy"]
+    (m,) = sec["measured"]
+    match = [c for c in sec["curve"] if c["thresholds"] == m["thresholds"]]
+    assert match and m["accuracy"] == match[0]["accuracy"]
+    assert m["gflops"] == pytest.approx(match[0]["gflops"])
+    assert set(m["ms_per_video"]) == {"full", "stepwise_no_exit", "exit_compact", "exit_masked"}
+    assert m["rows_processed_timed"]["full"] == 2 * 4 * 3
+    assert Image.open(plot).size == (640, 420)
