@@ -375,7 +375,8 @@ def plot_curve(path: str, curve: Sequence[Mapping], real: Sequence[Mapping],
 
 def benchmark(config, variables, model=None, *, fit_split: str = "val", test_split: str = "",
               num_budgets: int = 9, batch_size: int = 50, repeats: int = 3,
-              timing_videos: int = 300, single_videos: int = 100, num_measured: int = 2,
+              timing_videos: int = 300, single_videos: int = 100,
+              measure: Sequence[str] = ("cheapest", "mid"),
               plot_path: str = "") -> dict[str, Any]:
     """Fits thresholds on `fit_split`, traces accuracy vs GFLOPs on `test_split`, and measures
     the wall-clock of real exiting inference against the full model at the same batch size
@@ -419,14 +420,18 @@ def benchmark(config, variables, model=None, *, fit_split: str = "val", test_spl
                       "thresholds": [float(t) for t in fit.thresholds],
                       "accuracy": acc, "gflops": gflops,
                       "exit_histogram": np.bincount(exits, minlength=steps).tolist()})
-    # Measured operating points (`num_measured` of them): the cheapest budget within 1 point of
-    # the full model, then the midpoint of the cost range.
+    # Measured operating points (`measure`): "cheapest" = the cheapest budget within 1 point of
+    # the full model, "mid" = the midpoint of the budget range.
     within = [c for c in curve if c["accuracy"] >= full_acc - 1.0]
-    chosen = [min(within, key=lambda c: c["gflops"])] if within else []
-    mid = curve[len(curve) // 2]
-    if mid not in chosen:
-        chosen.append(mid)
-    chosen = chosen[:max(1, num_measured)]
+    points = {"cheapest": min(within, key=lambda c: c["gflops"]) if within else curve[-1],
+              "mid": curve[len(curve) // 2]}
+    unknown = [m for m in measure if m not in points]
+    if unknown:
+        raise ValueError(f"measure: unknown points {unknown}; expected some of {list(points)}")
+    chosen = []
+    for name in measure:
+        if points[name] not in chosen:
+            chosen.append(points[name])
     logging.info("early exit: curve of %d budgets done; full model top-1 %.2f%%", len(curve),
                  full_acc)
     runner = OnlineRunner(model, variables)

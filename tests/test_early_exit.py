@@ -105,7 +105,7 @@ def test_benchmark_section(tmp_path):
     plot = tmp_path / "ee.png"
     sec = early_exit.benchmark(config, variables, model, fit_split="train", test_split="val",
                                num_budgets=4, batch_size=4, repeats=1, timing_videos=8,
-                               single_videos=2, num_measured=1, plot_path=str(plot))
+                               single_videos=2, measure=("mid",), plot_path=str(plot))
     assert sec["num_videos"] == 12 and sec["num_fit_videos"] == 32 and sec["num_steps"] == 3
     budgets = [c["budget"] for c in sec["curve"]]
     assert budgets == sorted(budgets) and len(budgets) == 4
