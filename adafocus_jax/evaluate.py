@@ -10,7 +10,7 @@ eval mode. Patch modes:
   * "random": the official random baseline patches (stage-1 validation; key = fold_in(seed, batch));
   * "center": the centre patch;
   * "oracle": the patch centred on the known target (`batch["target_box"]`, synthetic data only):
-    the upper bound of any policy on these networks;
+    what a perfect locator would show these networks;
   * "glancer" / "focuser": the stage-0 single-network heads on whole frames, averaged over frames.
 
 Multi-clip / multi-crop testing (`config.data.eval_num_clips`, `eval_num_crops`; examples with V
@@ -28,12 +28,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adafocus_jax import crop as crop_lib
 from adafocus_jax import data as data_lib
 from adafocus_jax import metrics as metrics_lib
 from adafocus_jax import parallel
 from adafocus_jax.data.transforms import normalize_jnp
 
-EVAL_PATCH_MODES = ("policy", "random", "center", "oracle", "glancer", "focuser")
+EVAL_PATCH_MODES = ("policy", "random", "random_grid", "center", "oracle", "glancer", "focuser")
 
 # (id(model), patch_mode, with_scores, mesh) → (model, jitted step); keeps compiled steps across the
 # periodic evaluations of a run.
@@ -91,8 +92,8 @@ def make_eval_step(model, patch_mode: str, seed: int, with_scores: bool):
                     raise ValueError("patch_mode 'oracle' needs single-view data that provides "
                                      "target_box (the synthetic benchmark)")
                 cfg = model.config
-                given = metrics_lib.oracle_offsets(batch["target_box"], int(cfg.patch_size),
-                                                   int(cfg.input_size), model.policy_steps)
+                given = crop_lib.oracle_offsets(batch["target_box"], int(cfg.patch_size),
+                                                int(cfg.input_size), model.policy_steps)
             output = model.apply(variables, glance, focus, train=False,
                                  patch_mode="given" if given is not None else patch_mode,
                                  patch_offsets=given, rngs=rngs)
@@ -255,7 +256,7 @@ def evaluate_model(config, model, variables: Mapping, source, *, patch_mode: str
         "top5": 100.0 * float(totals["correct5"]) / count,
         "loss": float(totals["loss_sum"]) / count, "num_videos": int(round(count)),
         "map": float("nan")}
-    if has_target and patch_mode in ("policy", "random", "center", "oracle"):
+    if has_target and patch_mode in ("policy", "random", "random_grid", "center", "oracle"):
         result["target_hit"] = 100.0 * float(totals["target_hit_sum"]) / count
     if with_map:
         keep = np.concatenate([parallel.host_gather(m) for m in masks]).astype(bool)

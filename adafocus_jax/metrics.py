@@ -59,31 +59,6 @@ def patch_hit_fraction(offsets: jax.Array, boxes: jax.Array, patch_size: int) ->
     return jnp.mean(inside.astype(jnp.float32), axis=1)
 
 
-def oracle_offsets(boxes: jax.Array, patch_size: int, image_size: int,
-                   policy_steps: int) -> jax.Array:
-    """Patch offsets centred on a known target box (the upper bound a policy can reach).
-
-    Args:
-      boxes: int `[B, T, 4]` target box per frame, (y0, x0, y1, x1), exclusive ends.
-      patch_size: P; image_size: S (square frames).
-      policy_steps: St, 1 (one patch per video: centred on the mean box centre) or T (per frame).
-
-    Returns:
-      int32 `[B, St, 2]` top-left offsets, clipped into [0, S - P].
-    """
-    boxes = jnp.asarray(boxes, jnp.float32)
-    if boxes.ndim != 3 or boxes.shape[-1] != 4:
-        raise ValueError(f"oracle_offsets: boxes must be [B, T, 4], got {boxes.shape}")
-    if policy_steps not in (1, boxes.shape[1]):
-        raise ValueError(f"oracle_offsets: {policy_steps} policy steps for {boxes.shape[1]} "
-                         f"frames (expected 1 or {boxes.shape[1]})")
-    centres = (boxes[..., :2] + boxes[..., 2:]) / 2.0                  # [B, T, 2]
-    if policy_steps == 1:
-        centres = jnp.mean(centres, axis=1, keepdims=True)
-    top_left = jnp.floor(centres - patch_size / 2.0 + 0.5).astype(jnp.int32)
-    return jnp.clip(top_left, 0, image_size - patch_size)
-
-
 def mean_average_precision(scores: np.ndarray, labels: np.ndarray, *, multi_label: bool,
                            remap_to_present: bool = True) -> float:
     """The official non-interpolated mAP over a whole evaluation set, in percent (spec §8).

@@ -17,7 +17,7 @@ holds on one path only is float noise, not a result.
 
 Reported (printed as Markdown and written to `DIR/seeds_summary.json`):
   * per run: every variant's top-1 and the % of frames whose patch holds the whole digit
-    (`target_hit`), the margins learned - random and learned - centre, the wall time;
+    (`target_hit`), the margins learned - random and learned - centre, the wall and CPU time;
   * per variant: mean ± std and min over all runs;
   * stage-2 curves per run (reward, policy entropy, and the sampled patches' target hit rate at
     each logged step, read from the TensorBoard events) as CSV, `DIR/curves.csv`;
@@ -25,10 +25,12 @@ Reported (printed as Markdown and written to `DIR/seeds_summary.json`):
 """
 
 import argparse
+import concurrent.futures
 import csv
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -64,7 +66,6 @@ def run_one(workdir: str, path: str, seed: int, config: str, extra: list[str]) -
     """Runs (or re-reads) one seed on one float path; returns its row."""
     run_dir = os.path.join(workdir, path, f"seed{seed}")
     result_file = os.path.join(run_dir, "synthetic_benchmark.json")
-    seconds = None
     if not os.path.exists(result_file):
         os.makedirs(run_dir, exist_ok=True)
         env = dict(os.environ)
@@ -73,17 +74,21 @@ def run_one(workdir: str, path: str, seed: int, config: str, extra: list[str]) -
                f"--config.seed={seed}", f"--workdir={run_dir}", *extra]
         print(f"[{time.strftime('%H:%M:%S')}] {path} seed {seed}: {' '.join(cmd[1:])}", flush=True)
         start = time.time()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         with open(os.path.join(run_dir, "log.txt"), "a") as log:
             proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         seconds = round(time.time() - start, 1)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_seconds = round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1)
         if proc.returncode != 0 or not os.path.exists(result_file):
             raise RuntimeError(f"{path} seed {seed} failed (exit {proc.returncode}); see "
                                f"{os.path.join(run_dir, 'log.txt')}")
-        with open(os.path.join(run_dir, "wall_seconds.txt"), "w") as f:
-            f.write(f"{seconds}\n")
-    elif os.path.exists(os.path.join(run_dir, "wall_seconds.txt")):
-        with open(os.path.join(run_dir, "wall_seconds.txt")) as f:
-            seconds = float(f.read())
+        with open(os.path.join(run_dir, "timing.json"), "w") as f:
+            json.dump({"wall_seconds": seconds, "cpu_seconds": cpu_seconds}, f)
+    timing = {}
+    if os.path.exists(os.path.join(run_dir, "timing.json")):
+        with open(os.path.join(run_dir, "timing.json")) as f:
+            timing = json.load(f)
     with open(result_file) as f:
         bench = json.load(f)
     stage_top1 = {}
@@ -94,7 +99,8 @@ def run_one(workdir: str, path: str, seed: int, config: str, extra: list[str]) -
                 final = json.load(f).get("final_eval") or {}
             if final.get("top1") is not None:
                 stage_top1[stage] = round(float(final["top1"]), 2)
-    return {"path": path, "seed": seed, "dir": run_dir, "seconds": seconds,
+    return {"path": path, "seed": seed, "dir": run_dir, "seconds": timing.get("wall_seconds"),
+            "cpu_seconds": timing.get("cpu_seconds"),
             "benchmark": bench, "stage_val_top1": stage_top1}
 
 
@@ -133,14 +139,15 @@ def summarize(rows: list[dict], required: float) -> dict:
 
 def markdown(rows: list[dict], summary: dict) -> str:
     head = ("| path | seed | " + " | ".join(VARIANTS)
-            + " | learned − random | learned − centre | learned / random on target (%) | wall (min) |")
+            + " | learned − random | learned − centre | learned / random on target (%) | wall / CPU (min) |")
     lines = [head, "|" + "---|" * (len(VARIANTS) + 7)]
     for r in rows:
         b = r["benchmark"]
         m = b["meta"]
         hits = (f"{b['learned'].get('target_hit', float('nan')):.0f} / "
                 f"{b['random'].get('target_hit', float('nan')):.0f}")
-        wall = f"{r['seconds'] / 60:.1f}" if r["seconds"] else "–"
+        wall = (f"{r['seconds'] / 60:.1f} / {r['cpu_seconds'] / 60:.1f}" if r["seconds"]
+                and r["cpu_seconds"] else "–")
         lines.append(f"| {r['path']} | {r['seed']} | "
                      + " | ".join(f"{b[v]['accuracy']:.1f}" if v in b else "–" for v in VARIANTS)
                      + f" | {m['margin_vs_random']:+.1f} | {m['margin_vs_center']:+.1f} | {hits} | "
@@ -161,6 +168,8 @@ def main(argv=None):
     parser.add_argument("--paths", default="default",
                         help=f"comma-separated float paths from {sorted(PATHS)}")
     parser.add_argument("--config", default=os.path.join(ROOT, "configs", "synthetic.py"))
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="runs at once (wall and CPU times are then per run under sharing)")
     parser.add_argument("--report_only", action="store_true",
                         help="only read runs that finished; start none")
     parser.add_argument("extra", nargs="*", help="extra main.py flags, after --")
@@ -170,14 +179,18 @@ def main(argv=None):
     unknown = [p for p in paths if p not in PATHS]
     if unknown:
         parser.error(f"--paths: unknown {unknown}; expected some of {sorted(PATHS)}")
-    rows = []
+    jobs = []
     for path in paths:
         for seed in seeds:
             done = os.path.exists(os.path.join(args.workdir, path, f"seed{seed}",
                                                "synthetic_benchmark.json"))
             if args.report_only and not done:
                 continue
-            rows.append(run_one(args.workdir, path, seed, args.config, args.extra))
+            jobs.append((path, seed))
+    # Runs in parallel share the cores: each takes longer, the study as a whole about as long.
+    with concurrent.futures.ThreadPoolExecutor(max(1, args.parallel)) as pool:
+        rows = list(pool.map(
+            lambda job: run_one(args.workdir, job[0], job[1], args.config, args.extra), jobs))
     if not rows:
         print("no finished runs", file=sys.stderr)
         return 1

@@ -107,6 +107,7 @@ def test_run_writes_the_benchmark_json(tmp_path, capsys):
     assert written["oracle"]["target_hit"] == 100.0
     meta = written["meta"]
     assert meta["split"] == "test" and meta["num_videos"] == 12
+    assert meta["seed"] == config.seed
     assert meta["full_frame_variables"] == "stage0_focuser"
     sevens = np.mean([source.get(i)["label"] == 7 for i in range(len(source))])
     assert written["full_frame"]["accuracy"] == pytest.approx(100.0 * sevens)

@@ -107,14 +107,3 @@ def test_patch_hit_fraction_by_hand():
     with pytest.raises(ValueError, match="policy steps"):
         metrics.patch_hit_fraction(np.zeros((2, 2, 2), np.int32), boxes, 10)
 
-
-def test_oracle_offsets_by_hand():
-    boxes = np.array([[[10, 20, 30, 40], [0, 0, 20, 20], [120, 124, 140, 144]]], np.int32)
-    # Centres (20, 30), (10, 10), (130, 134); patch 48 on 144 frames: top-left = centre - 24,
-    # clipped into [0, 96].
-    per_frame = metrics.oracle_offsets(boxes, 48, 144, 3)
-    np.testing.assert_array_equal(per_frame, [[[0, 6], [0, 0], [96, 96]]])
-    # One patch per video: the mean centre (53.33, 58) - 24 -> (29, 34) after rounding.
-    np.testing.assert_array_equal(metrics.oracle_offsets(boxes, 48, 144, 1), [[[29, 34]]])
-    with pytest.raises(ValueError, match="policy steps"):
-        metrics.oracle_offsets(boxes, 48, 144, 2)

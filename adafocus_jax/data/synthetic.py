@@ -22,7 +22,10 @@ so that the three ingredients of AdaFocus each have a job (data_formats.md §5.5
   and the target bounces inside one of them (the TFDS Moving-MNIST maths, §5.4, at 1–2 px/frame),
   so the patch grid of the policy (3×3 positions of 48 px on 144 px frames, 11 % of the area each)
   always has one position holding the whole digit, while a uniformly random 48-px patch contains the
-  whole 20-px digit in ~9 % of frames and the centre patch only when the digit is in the centre cell.
+  whole 20-px digit in only ~3-4 % of frames (measured: 2 of 3 cells per axis touch the frame's
+  edge, where few offsets fit) and the centre patch only when the digit is in the centre cell
+  (~11 %). Each example records the digit's box (`target_box`), so training logs and the benchmark
+  report how often patches hold it.
   The fragments a random patch covers look like parts of digits (drawn the same way, from other
   digits of the same split).
 
