@@ -466,6 +466,29 @@ def get_patch(images: torch.Tensor, action: torch.Tensor, patch_size: int):
     return torch.stack(patches), offsets
 
 
+def v2_grid_patches(images: torch.Tensor, top_left: torch.Tensor, patch_size: int,
+                    box_size=None) -> torch.Tensor:
+    """AdaFocusV2 crop (adafocus_family.md §1.2): one box per row, resampled with `affine_grid` +
+    `grid_sample` (bilinear, zero padding, align_corners=False).
+
+    images `[N, C, H, W]`; top_left `[N, 2]` float (row, col) in pixels; box_size: side in pixels
+    (float or `[N]`, default P). The affine matrix maps the output grid onto the box: scale side/H
+    (side/W) and translation −1 + (2·top + side)/H, i.e. −1 + (x1 + x2)/H with x2 = x1 + side.
+    Returns `[N, C, P, P]`.
+    """
+    n, c, h, w = images.shape
+    side = torch.full((n,), float(patch_size), dtype=images.dtype) if box_size is None else \
+        torch.as_tensor(box_size, dtype=images.dtype).expand(n)
+    y1, x1 = top_left[:, 0].to(images.dtype), top_left[:, 1].to(images.dtype)
+    theta = torch.zeros(n, 2, 3, dtype=images.dtype)
+    theta[:, 0, 0] = side / w
+    theta[:, 1, 1] = side / h
+    theta[:, 0, 2] = -1 + (x1 + x1 + side) / w
+    theta[:, 1, 2] = -1 + (y1 + y1 + side) / h
+    grid = F.affine_grid(theta, [n, c, patch_size, patch_size], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 # --------------------------------------------------------------------------------------------------
 # The official inference compositions (§3.1, §3.2)
 # --------------------------------------------------------------------------------------------------
