@@ -3,6 +3,7 @@
 
     python main.py --config=configs/sthv2.py --workdir=DIR
     python main.py --config=configs/sthv2.py:patch=176 --workdir=DIR
+    python main.py --config=configs/sthv2.py:mode=v2 --workdir=DIR   # AdaFocusV2, one stage
 """
 
 from adafocus_jax import config_lib

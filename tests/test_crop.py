@@ -96,7 +96,7 @@ def test_bilinear_crop_matches_integer_crop_and_is_differentiable():
 def _torch_crop(frames, top_left, patch, box=None):
     """Reference: every frame through `torch_reference.v2_grid_patches` (NCHW), back to NHWC."""
     import torch
-    from tests import torch_reference as ref
+    import torch_reference as ref
     frames = np.asarray(frames)
     b, t, h, w, c = frames.shape
     corner = np.array(crop.expand_to_frames(jnp.asarray(top_left), t)).reshape(b * t, 2)
