@@ -260,3 +260,18 @@ def test_one_v2_step_on_8_devices(dataset):
     replicated = parallel.replicated(mesh)
     for leaf in jax.tree.leaves(new_state.params):
         assert leaf.sharding.is_equivalent_to(replicated, leaf.ndim)
+
+
+# The V2 papers' GFLOPs (adafocus_family.md §1.2): ActivityNet 17.6 / 27.0 / 39.0 at P = 96 / 128 /
+# 160; Sth-Sth 23.5 / 27.5 / 33.7 at P = 144 / 160 / 176 (8 glance + 12 focus frames).
+V2_PAPER_GFLOPS = {("actnet", 96): 17.6, ("actnet", 128): 27.0, ("actnet", 160): 39.0,
+                   ("sthv2", 144): 23.5, ("sthv2", 160): 27.5, ("sthv2", 176): 33.7}
+
+
+@pytest.mark.parametrize("dataset,patch", sorted(V2_PAPER_GFLOPS))
+def test_v2_gflops_match_paper(dataset, patch):
+    from adafocus_jax import flops
+    model = models.create_model(models.v2_model_config(dataset, patch))
+    total, per_module = flops.count_gflops(model)
+    assert abs(total - V2_PAPER_GFLOPS[(dataset, patch)]) <= 0.1, (total, per_module)
+    assert per_module["focuser"] > per_module["glancer"] > per_module["policy"]
