@@ -316,9 +316,10 @@ def test_v2_checkpoint_converts_and_matches_torch_reference(dataset, tmp_path):
     np.testing.assert_allclose(top_left, want["top_left"].numpy(), atol=1e-4)
     assert np.ptp(top_left) > 1.0   # the boxes really differ between videos / frames
     np.testing.assert_array_equal(out.patch_offsets, np.floor(want["top_left"].numpy()))
-    # Logits: within 1e-3 of their scale. The float32 sample coordinates of affine_grid (normalise,
-    # scale, unnormalise) and of our direct formula differ by ~1e-5 px; the calibrated random
-    # networks amplify that patch difference to a few 1e-4 of the logits' scale.
+    # Logits: within 1e-3 of their scale (measured 2.7e-4 on the ActivityNet tiny model). Not the
+    # crop: a float64 reference crop moves the reference by 4e-5 only; the glance features already
+    # differ by 3e-5 (float32 summation order, as in tests/test_parity.py) and the tiny calibrated
+    # random FrameExit MLP + BN1d amplifies that.
     scale = max(1.0, float(np.abs(want["logits"].numpy()).max()))
     assert float(np.abs(np.asarray(out.logits) - want["logits"].numpy()).max()) <= 1e-3 * scale
     if dataset == "actnet":

@@ -303,15 +303,17 @@ class AdaFocusV2(AdaFocus):
             actions = jax.random.uniform(self.make_rng("patches"), shape)
         elif patch_mode == "center":
             actions = jnp.full(shape, 0.5, jnp.float32)
-        elif patch_mode == "given":
+        if patch_mode == "given":
             if patch_offsets is None:
                 raise ValueError("patch_mode='given' needs patch_offsets [B, St, 2]")
-            given = jnp.asarray(patch_offsets, jnp.float32)
-            actions = given / span if span > 0 else jnp.zeros_like(given)
-        local = self.local_v2(self.v2_crop(focus_frames, actions), modes.focuser)
+            top_left = jnp.asarray(patch_offsets, jnp.float32)   # the exact given box
+            actions = top_left / span if span > 0 else jnp.zeros_like(top_left)
+        else:
+            top_left = crop_lib.v2_top_left(actions, cfg.input_size, cfg.patch_size)
+        patches = crop_lib.bilinear_crop(focus_frames, top_left, cfg.patch_size)
+        local = self.local_v2(patches, modes.focuser)
         logits, step_logits = self.fuse(glance, local, modes.classifier)
-        offsets = jnp.floor(crop_lib.v2_top_left(actions, cfg.input_size,
-                                                 cfg.patch_size)).astype(jnp.int32)
+        offsets = jnp.floor(top_left).astype(jnp.int32)
         return AdaFocusOutput(logits=logits, step_logits=step_logits, patch_offsets=offsets,
                               actions=actions, dist_params=None, values=None,
                               glance_out=glance["pooled"] if cfg.classifier.kind == "frame_exit"
