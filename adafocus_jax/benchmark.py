@@ -8,6 +8,7 @@ training) it evaluates, with `adafocus_jax.evaluate.evaluate_model`:
 | `learned` | glance → policy → local network on patches → classifier | the deterministic policy |
 | `random` | the same networks | uniformly random patches (official baseline) |
 | `center` | the same networks | the centre patch of every frame |
+| `oracle` | the same networks | the patch centred on the digit (the data knows it): the policy's upper bound |
 | `full_frame` | the local network + its fc on every whole frame (stage-0 head) | none |
 | `glance_only` | the glance network + its head on every frame (stage-0 head) | none |
 
@@ -55,10 +56,10 @@ from adafocus_jax import flops as flops_lib
 from adafocus_jax import models, parallel
 
 # Variant → evaluate_model patch mode.
-PATCH_MODES = {"learned": "policy", "random": "random", "center": "center",
+PATCH_MODES = {"learned": "policy", "random": "random", "center": "center", "oracle": "oracle",
                "full_frame": "focuser", "glance_only": "glancer"}
 REQUIRED = ("learned", "random", "center", "full_frame")
-DEFAULT_VARIANTS = "learned,random,center,full_frame,glance_only"
+DEFAULT_VARIANTS = "learned,random,center,oracle,full_frame,glance_only"
 
 
 def benchmark_path(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -104,14 +105,17 @@ def _full_frame_variables(config, workdir: str, variables: Mapping) -> tuple[Map
 
 
 def format_table(results: Mapping[str, Any]) -> str:
-    """A plain-text table of the variants (accuracy %, GFLOPs per video, cost vs full frame)."""
+    """A plain-text table of the variants (accuracy %, GFLOPs per video, cost vs full frame, and
+    the % of frames whose patch holds the whole target where the data knows it)."""
     full = results.get("full_frame", {}).get("gflops")
-    lines = [f"{'variant':<12s} {'accuracy %':>10s} {'GFLOPs/video':>13s} {'vs full frame':>14s}"]
+    lines = [f"{'variant':<12s} {'accuracy %':>10s} {'GFLOPs/video':>13s} {'vs full frame':>14s}"
+             f" {'on target %':>12s}"]
     for name, row in results.items():
         if name == "meta":
             continue
         rel = f"{row['gflops'] / full:13.2f}x" if full else f"{'':>14s}"
-        lines.append(f"{name:<12s} {row['accuracy']:10.2f} {row['gflops']:13.4f} {rel}")
+        hit = f"{row['target_hit']:12.1f}" if "target_hit" in row else f"{'':>12s}"
+        lines.append(f"{name:<12s} {row['accuracy']:10.2f} {row['gflops']:13.4f} {rel} {hit}")
     meta = results.get("meta", {})
     if "margin_vs_random" in meta:
         lines.append(f"learned − random: {meta['margin_vs_random']:+.2f} points, learned − center: "
@@ -156,6 +160,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, variables: Mapping, *, 
                                       batch_size=batch_size, mesh=mesh, max_batches=max_batches)
         gflops, _ = flops_lib.variant_gflops(model, name)
         results[name] = {"accuracy": float(out["top1"]), "gflops": float(gflops)}
+        if "target_hit" in out:     # % of frames whose patch holds the whole digit
+            results[name]["target_hit"] = round(float(out["target_hit"]), 2)
         num_videos = int(out["num_videos"])
         logging.info("benchmark %s (%s): top-1 %.2f%%, %.4f GFLOPs/video (%.1f s)", name, mode,
                      out["top1"], gflops, time.time() - t0)

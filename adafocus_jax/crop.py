@@ -62,6 +62,58 @@ def center_offsets(shape: tuple[int, ...], image_size: int, patch_size: int) -> 
     return jnp.full((*shape, 2), (image_size - patch_size) // 2, jnp.int32)
 
 
+def oracle_offsets(boxes: jax.Array, patch_size: int, image_size: int,
+                   policy_steps: int) -> jax.Array:
+    """Patch offsets centred on a known target box (the upper bound of any policy).
+
+    Args:
+      boxes: int `[B, T, 4]` target box per frame, (y0, x0, y1, x1), exclusive ends.
+      patch_size: P; image_size: S (square frames).
+      policy_steps: St, 1 (one patch per video: centred on the mean box centre) or T (per frame).
+
+    Returns:
+      int32 `[B, St, 2]` top-left offsets, clipped into [0, S - P].
+    """
+    boxes = jnp.asarray(boxes, jnp.float32)
+    if boxes.ndim != 3 or boxes.shape[-1] != 4:
+        raise ValueError(f"oracle_offsets: boxes must be [B, T, 4], got {boxes.shape}")
+    if policy_steps not in (1, boxes.shape[1]):
+        raise ValueError(f"oracle_offsets: {policy_steps} policy steps for {boxes.shape[1]} "
+                         f"frames (expected 1 or {boxes.shape[1]})")
+    centres = (boxes[..., :2] + boxes[..., 2:]) / 2.0                  # [B, T, 2]
+    if policy_steps == 1:
+        centres = jnp.mean(centres, axis=1, keepdims=True)
+    top_left = jnp.floor(centres - patch_size / 2.0 + 0.5).astype(jnp.int32)
+    return jnp.clip(top_left, 0, image_size - patch_size)
+
+
+def target_offsets(rng: jax.Array, boxes: jnp.ndarray, patch_size: int,
+                   image_size: int) -> jnp.ndarray:
+    """Uniformly random per-frame patch offsets among those whose patch holds the whole box.
+
+    Per axis the top-left is drawn uniformly from [max(0, end - P), min(start, S - P)] (a box larger
+    than P, or one outside the frame, falls back to the centred patch), so the target lands
+    anywhere inside the patch: object-centric pre-training crops, as ImageNet's are.
+
+    Args:
+      rng: PRNG key.
+      boxes: int `[B, T, 4]` (y0, x0, y1, x1), exclusive ends.
+      patch_size: P; image_size: S.
+
+    Returns:
+      int32 `[B, T, 2]` top-left offsets.
+    """
+    boxes = jnp.asarray(boxes, jnp.int32)
+    low = jnp.maximum(boxes[..., 2:] - patch_size, 0)
+    high = jnp.minimum(boxes[..., :2], image_size - patch_size)
+    centred = oracle_offsets(boxes, patch_size, image_size, boxes.shape[1])
+    ok = low <= high
+    low, high = jnp.where(ok, low, centred), jnp.where(ok, high, centred)
+    u = jax.random.uniform(rng, low.shape)
+    drawn = low + jnp.floor(u * (high - low + 1).astype(jnp.float32)).astype(jnp.int32)
+    return jnp.minimum(drawn, high)
+
+
 def expand_to_frames(offsets: jnp.ndarray, num_frames: int) -> jnp.ndarray:
     """Offsets per policy step `[B, S, 2]` → per frame `[B, T, 2]`.
 

@@ -9,6 +9,8 @@ eval mode. Patch modes:
   * "policy": the deterministic policy (Gaussian mean / first argmax), the official inference;
   * "random": the official random baseline patches (stage-1 validation; key = fold_in(seed, batch));
   * "center": the centre patch;
+  * "oracle": the patch centred on the known target (`batch["target_box"]`, synthetic data only):
+    the upper bound of any policy on these networks;
   * "glancer" / "focuser": the stage-0 single-network heads on whole frames, averaged over frames.
 
 Multi-clip / multi-crop testing (`config.data.eval_num_clips`, `eval_num_crops`; examples with V
@@ -24,12 +26,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adafocus_jax import crop as crop_lib
 from adafocus_jax import data as data_lib
 from adafocus_jax import metrics as metrics_lib
 from adafocus_jax import parallel
 from adafocus_jax.data.transforms import normalize_jnp
 
-EVAL_PATCH_MODES = ("policy", "random", "center", "glancer", "focuser")
+EVAL_PATCH_MODES = ("policy", "random", "random_grid", "center", "oracle", "glancer", "focuser")
 
 # (id(model), patch_mode, with_scores, mesh) → (model, jitted step); keeps compiled steps across the
 # periodic evaluations of a run.
@@ -46,13 +49,16 @@ def make_eval_step(model, patch_mode: str, seed: int, with_scores: bool):
     (−log of the averaged probability of the label) and the mAP scores all use that average.
     V identical views give the single-view result.
 
-    Returns a dict of scalars `correct1`, `correct5`, `loss_sum`, `count` (masked sums) and, with
+    Returns a dict of scalars `correct1`, `correct5`, `loss_sum`, `count`, `target_hit_sum`
+    (masked sums; the last is the summed fraction of frames whose patch holds the whole
+    `batch["target_box"]` when the data provides one (single view), else 0) and, with
     `with_scores`, `scores` `[B, C]` softmax probabilities (view-averaged) for the mAP.
     """
     if patch_mode not in EVAL_PATCH_MODES:
         raise ValueError(f"patch_mode must be one of {EVAL_PATCH_MODES}, got {patch_mode!r}")
 
     def step(variables, batch, batch_index):
+        target_hit = jnp.zeros((), jnp.float32)
         glance = normalize_jnp(batch["glance"])
         focus = normalize_jnp(batch["focus"]) if "focus" in batch else None
         labels = batch["label"]
@@ -76,8 +82,23 @@ def make_eval_step(model, patch_mode: str, seed: int, with_scores: bool):
         else:
             key = jax.random.fold_in(jax.random.key(seed), batch_index)
             rngs = dict(zip(("patches", "actions", "dropout"), jax.random.split(key, 3)))
-            logits = model.apply(variables, glance, focus, train=False, patch_mode=patch_mode,
-                                 rngs=rngs).logits
+            given = None
+            if patch_mode == "oracle":
+                if "target_box" not in batch or views:
+                    raise ValueError("patch_mode 'oracle' needs single-view data that provides "
+                                     "target_box (the synthetic benchmark)")
+                cfg = model.config
+                given = crop_lib.oracle_offsets(batch["target_box"], int(cfg.patch_size),
+                                                int(cfg.input_size), model.policy_steps)
+            output = model.apply(variables, glance, focus, train=False,
+                                 patch_mode="given" if given is not None else patch_mode,
+                                 patch_offsets=given, rngs=rngs)
+            logits = output.logits
+            if "target_box" in batch and not views:
+                # Data that knows where the target is (synthetic): patches holding all of it.
+                target_hit = jnp.sum(metrics_lib.patch_hit_fraction(
+                    output.patch_offsets, batch["target_box"], int(model.config.patch_size))
+                    * mask)
         logits = logits.astype(jnp.float32)
         if views:
             # Mean of the V probability vectors, kept in log space: log(mean_v p_v) =
@@ -91,6 +112,7 @@ def make_eval_step(model, patch_mode: str, seed: int, with_scores: bool):
             "correct5": jnp.sum(metrics_lib.topk_correct(logits, labels, 5) * mask),
             "loss_sum": jnp.sum(metrics_lib.cross_entropy(logits, labels) * mask),
             "count": jnp.sum(mask),
+            "target_hit_sum": target_hit,
         }
         if with_scores:
             out["scores"] = jax.nn.softmax(logits, axis=-1)
@@ -99,13 +121,16 @@ def make_eval_step(model, patch_mode: str, seed: int, with_scores: bool):
     return step
 
 
+# The per-batch masked sums every eval step returns.
+_SUMS = ("correct1", "correct5", "loss_sum", "count", "target_hit_sum")
+
+
 def _jitted_step(model, patch_mode: str, seed: int, with_scores: bool, mesh):
     key = (id(model), patch_mode, seed, with_scores, id(mesh))
     cached = _STEP_CACHE.get(key)
     if cached is not None and cached[0] is model:
         return cached[1]
-    out_shardings = {"correct1": parallel.replicated(mesh), "correct5": parallel.replicated(mesh),
-                     "loss_sum": parallel.replicated(mesh), "count": parallel.replicated(mesh)}
+    out_shardings = {k: parallel.replicated(mesh) for k in _SUMS}
     if with_scores:
         out_shardings["scores"] = parallel.batch_sharding(mesh)
     fn = jax.jit(make_eval_step(model, patch_mode, seed, with_scores),
@@ -131,7 +156,9 @@ def evaluate_model(config, model, variables: Mapping, source, *, patch_mode: str
 
     Returns:
       {"top1", "top5", "loss", "map", "num_videos"}: accuracies and mAP in percent; "map" is the
-      official mAP when `config.eval.metric == "map"`, else NaN.
+      official mAP when `config.eval.metric == "map"`, else NaN. With data that provides
+      `target_box` (synthetic) and a patch mode, also "target_hit": the percentage of frames
+      whose patch holds the whole target.
     """
     mesh = parallel.make_mesh() if mesh is None else mesh
     parallel.check_batch_size(batch_size, mesh, "eval batch size")
@@ -145,13 +172,15 @@ def evaluate_model(config, model, variables: Mapping, source, *, patch_mode: str
         process_index=jax.process_index(), process_count=jax.process_count(),
         num_workers=int(config.train.get("num_workers", 0)), num_epochs=1,
         on_error=config.data.get("on_error", "raise"))
-    totals = {"correct1": 0.0, "correct5": 0.0, "loss_sum": 0.0, "count": 0.0}
+    totals = {k: 0.0 for k in _SUMS}
+    has_target = False
     scores, labels, masks = [], [], []
     start = time.time()
     num_batches = 0
     for index, host_batch in enumerate(loader):
         if max_batches and index >= max_batches:
             break
+        has_target = has_target or "target_box" in host_batch
         batch = parallel.shard_batch(host_batch, mesh)
         out = step(variables, batch, np.int32(index))
         for k in totals:
@@ -170,6 +199,8 @@ def evaluate_model(config, model, variables: Mapping, source, *, patch_mode: str
               "top5": 100.0 * totals["correct5"] / count,
               "loss": totals["loss_sum"] / count, "num_videos": int(round(count)),
               "map": float("nan")}
+    if has_target and patch_mode in ("policy", "random", "random_grid", "center", "oracle"):
+        result["target_hit"] = 100.0 * totals["target_hit_sum"] / count
     if with_map:
         keep = np.concatenate(masks).astype(bool)
         result["map"] = metrics_lib.mean_average_precision(

@@ -91,6 +91,8 @@ VARIANTS = {
     "learned": ("apply", "policy"),
     "random": ("apply", "random"),
     "center": ("apply", "center"),
+    # A given patch, like the centre one: no policy network runs (where it comes from is free).
+    "oracle": ("apply", "center"),
     "full_frame": ("method", "focuser_logits"),
     "glance_only": ("method", "glancer_logits"),
 }

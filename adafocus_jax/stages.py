@@ -39,7 +39,8 @@ from flax import traverse_util
 
 MODULES = ("glancer", "focuser", "policy", "classifier")
 LOSSES = ("ce", "step_ce", "ppo", "glancer_ce", "focuser_ce", "v2")
-PATCH_MODES = ("random", "sample", "policy", "center", "none")
+# "target": random patches that hold the whole target box (data that knows it: synthetic only).
+PATCH_MODES = ("random", "random_grid", "sample", "policy", "center", "target", "none")
 STHSTH = ("sthv1", "sthv2")
 ACTNET_FAMILY = ("actnet", "fcvid", "minik", "synthetic")
 INIT_FROM = "init_from"
@@ -321,7 +322,8 @@ def resolve_recipe(config: ml_collections.ConfigDict, name: str) -> StageRecipe:
     for field, allowed in (("loss", LOSSES), ("patch_mode", PATCH_MODES),
                            ("optimizer", ("sgd", "adam")),
                            ("lr_schedule", ("cosine", "step", "constant")),
-                           ("eval_patch_mode", ("random", "policy", "center", "glancer", "focuser"))):
+                           ("eval_patch_mode", ("random", "random_grid", "policy", "center",
+                                                "glancer", "focuser"))):
         if r[field] not in allowed:
             raise ValueError(f"{where}.{field}={r[field]!r}: expected one of {allowed}")
     if r.ppo.algorithm not in ("ppo", "reinforce"):

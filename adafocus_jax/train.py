@@ -62,6 +62,7 @@ import numpy as np
 import optax
 
 from adafocus_jax import checkpoint as ckpt_lib
+from adafocus_jax import crop as crop_lib
 from adafocus_jax import data as data_lib
 from adafocus_jax import metrics as metrics_lib
 from adafocus_jax import models, parallel, rl, stages
@@ -70,7 +71,8 @@ from adafocus_jax.data.transforms import normalize_jnp
 from adafocus_jax.models import Modes
 
 # recipe.patch_mode → the model's patch_mode for the classification losses.
-_MODEL_PATCH_MODE = {"random": "random", "sample": "sample", "policy": "policy", "center": "center"}
+_MODEL_PATCH_MODE = {"random": "random", "random_grid": "random_grid", "sample": "sample",
+                     "policy": "policy", "center": "center"}
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -143,6 +145,24 @@ def _label_prob(logits: jax.Array, labels: jax.Array) -> jax.Array:
 # Classification losses (stages 0, 1, 3).
 
 
+def _target_patch_offsets(model, recipe, batch, rng) -> jax.Array | None:
+    """Offsets `[B, T, 2]` of random patches that hold the whole target (`patch_mode "target"`:
+    object-centric pre-training crops from data that knows the target box), else None."""
+    if recipe.patch_mode != "target":
+        return None
+    if "target_box" not in batch:
+        raise ValueError(f"stage {recipe.name}: patch_mode 'target' needs data that provides "
+                         "target_box (the synthetic benchmark); this data has "
+                         f"{sorted(batch)}")
+    cfg = model.config
+    if recipe.loss in ("ce", "step_ce") and model.policy_steps != batch["target_box"].shape[1]:
+        raise ValueError(f"stage {recipe.name}: patch_mode 'target' with loss {recipe.loss!r} "
+                         "needs one patch per frame (the ActivityNet-family policy)")
+    return crop_lib.target_offsets(rng, batch["target_box"], int(cfg.patch_size),
+                                   int(cfg.input_size))
+
+
+
 def classification_loss(model: models.AdaFocus, recipe: stages.StageRecipe, variables: Mapping,
                         batch: Mapping[str, jax.Array], rng: jax.Array):
     """Forward pass and masked loss of the CE-type recipes.
@@ -164,10 +184,12 @@ def classification_loss(model: models.AdaFocus, recipe: stages.StageRecipe, vari
     labels, mask = batch["label"], batch["mask"]
     modes = recipe.modes
     rngs = _rngs(rng)
+    given = _target_patch_offsets(model, recipe, batch, rngs["patches"])
     if recipe.loss in ("ce", "step_ce"):
         out, updates = model.apply(
             variables, glance, focus, train=Modes(**modes),
-            patch_mode=_MODEL_PATCH_MODE[recipe.patch_mode], rngs=rngs, mutable=["batch_stats"])
+            patch_mode="given" if given is not None else _MODEL_PATCH_MODE[recipe.patch_mode],
+            patch_offsets=given, rngs=rngs, mutable=["batch_stats"])
         logits = out.logits
         if recipe.loss == "ce":
             per_example = metrics_lib.cross_entropy(logits, labels)
@@ -181,6 +203,8 @@ def classification_loss(model: models.AdaFocus, recipe: stages.StageRecipe, vari
         per_example = metrics_lib.cross_entropy(logits, labels)
     elif recipe.loss == "focuser_ce":
         frames = glance if focus is None else focus
+        if given is not None:   # the local network alone on patches holding the target
+            frames = crop_lib.crop_patches(frames, given, int(model.config.patch_size))
         logits, updates = model.apply(variables, frames, modes["focuser"], rngs=rngs,
                                       mutable=["batch_stats"], method="focuser_logits")
         per_example = metrics_lib.cross_entropy(logits, labels)
@@ -392,6 +416,13 @@ def make_train_step(model: models.AdaFocus, recipe: stages.StageRecipe,
                    "top1": masked_mean(
                        metrics_lib.topk_correct(rollout["logits"], batch["label"], 1), mask),
                    "num_valid": jnp.sum(mask.astype(jnp.float32))}
+        if "target_box" in batch:
+            # Data that knows where the target is (the synthetic benchmark): how often the sampled
+            # policy patches and the random-baseline patches hold the whole target.
+            for key, offsets in (("target_hit", rollout["offsets"]),
+                                 ("random_target_hit", rollout["random_offsets"])):
+                metrics[key] = masked_mean(metrics_lib.patch_hit_fraction(
+                    offsets, batch["target_box"], int(model.config.patch_size)), mask)
         metrics.update(jax.tree.map(first, norms))
         metrics.update(lr_metrics(state.step))
         return new_state, metrics

@@ -58,8 +58,10 @@ def test_variant_gflops():
     assert set(per_full) == {"focuser"} and set(per_glance) == {"glancer"}
     ratio = per_full["focuser"] / per_random["focuser"]
     assert 5.0 < ratio < 8.0, ratio
+    # The oracle patch is given, not computed: the same cost as any other given patch.
+    assert flops.variant_gflops(model, "oracle")[0] == pytest.approx(center)
     with pytest.raises(ValueError, match="unknown variant"):
-        flops.variant_gflops(model, "oracle")
+        flops.variant_gflops(model, "clairvoyant")
     with pytest.raises(ValueError, match="method must be"):
         flops.count_method_gflops(model, "classify")
 
@@ -88,13 +90,24 @@ def test_run_writes_the_benchmark_json(tmp_path, capsys):
     assert benchmark.benchmark_path(config, str(tmp_path)) == str(path)
     written = json.loads(path.read_text())
     assert written == json.loads(json.dumps(results))
-    for name in ("learned", "random", "center", "full_frame", "glance_only"):
-        assert set(written[name]) == {"accuracy", "gflops"}
+    for name in ("learned", "random", "center", "oracle", "full_frame", "glance_only"):
+        patches = name in ("learned", "random", "center", "oracle")
+        assert set(written[name]) == ({"accuracy", "gflops", "target_hit"} if patches
+                                      else {"accuracy", "gflops"})
         assert 0.0 <= written[name]["accuracy"] <= 100.0 and written[name]["gflops"] > 0
+    # The centre patch's hit rate, computed by hand from the recorded digit boxes.
+    source = synthetic.create_source(config.data, "test")
+    p = config.model.patch_size
+    c = (config.model.input_size - p) // 2
+    boxes = np.stack([source.get(i)["target_box"] for i in range(len(source))])   # [N, T, 4]
+    inside = (boxes[..., 0] >= c) & (boxes[..., 1] >= c) & (boxes[..., 2] <= c + p) & (
+        boxes[..., 3] <= c + p)
+    assert written["center"]["target_hit"] == pytest.approx(100.0 * inside.mean(), abs=0.01)
+    # A patch centred on a digit no larger than the patch always holds all of it.
+    assert written["oracle"]["target_hit"] == 100.0
     meta = written["meta"]
     assert meta["split"] == "test" and meta["num_videos"] == 12
     assert meta["full_frame_variables"] == "stage0_focuser"
-    source = synthetic.create_source(config.data, "test")
     sevens = np.mean([source.get(i)["label"] == 7 for i in range(len(source))])
     assert written["full_frame"]["accuracy"] == pytest.approx(100.0 * sevens)
     assert meta["margin_vs_random"] == pytest.approx(
@@ -124,7 +137,7 @@ def test_variant_list_is_checked():
     config.benchmark.variants = "learned,random,center"
     with pytest.raises(ValueError, match="must include"):
         benchmark.run(config, "/nonexistent", {})
-    config.benchmark.variants = "learned,random,center,full_frame,oracle"
+    config.benchmark.variants = "learned,random,center,full_frame,clairvoyant"
     with pytest.raises(ValueError, match="unknown"):
         benchmark.run(config, "/nonexistent", {})
 

@@ -188,3 +188,28 @@ def test_bilinear_crop_jits_and_rejects_bad_boxes():
         crop.bilinear_crop(frames, jnp.zeros((2, 2)), 8)
     with pytest.raises(ValueError, match="cannot be split"):
         crop.bilinear_crop(frames, jnp.zeros((2, 3, 2)), 8)
+
+
+def test_oracle_offsets_by_hand():
+    boxes = np.array([[[10, 20, 30, 40], [0, 0, 20, 20], [120, 124, 140, 144]]], np.int32)
+    # Centres (20, 30), (10, 10), (130, 134); patch 48 on 144 frames: top-left = centre - 24,
+    # clipped into [0, 96].
+    per_frame = crop.oracle_offsets(boxes, 48, 144, 3)
+    np.testing.assert_array_equal(per_frame, [[[0, 6], [0, 0], [96, 96]]])
+    # One patch per video: the mean centre (53.33, 58) - 24 -> (29, 34) after rounding.
+    np.testing.assert_array_equal(crop.oracle_offsets(boxes, 48, 144, 1), [[[29, 34]]])
+    with pytest.raises(ValueError, match="policy steps"):
+        crop.oracle_offsets(boxes, 48, 144, 2)
+
+
+def test_target_offsets_hold_the_box_and_cover_every_position():
+    boxes = np.broadcast_to(np.array([30, 100, 50, 120], np.int32), (4000, 1, 4))
+    off = np.asarray(crop.target_offsets(jax.random.key(0), boxes, 48, 144))
+    # Rows: [50 - 48, 30] = [2, 30]; columns: [120 - 48, min(100, 96)] = [72, 96].
+    assert off[..., 0].min() == 2 and off[..., 0].max() == 30
+    assert off[..., 1].min() == 72 and off[..., 1].max() == 96
+    assert len(np.unique(off[..., 0])) == 29 and len(np.unique(off[..., 1])) == 25
+    # A box larger than the patch falls back to the centred patch.
+    big = np.array([[[0, 0, 60, 60]]], np.int32)
+    np.testing.assert_array_equal(crop.target_offsets(jax.random.key(1), big, 48, 144),
+                                  [[[6, 6]]])

@@ -90,3 +90,20 @@ def test_collection_masked_average():
     cls = metrics.make_collection(["top1"])
     m = cls.single_from_model_output(top1=jnp.array([1.0, 0.0, 1.0]), mask=jnp.array([True, True, False]))
     assert metrics.to_host_scalars(m.compute())["top1"] == pytest.approx(0.5)
+
+
+def test_patch_hit_fraction_by_hand():
+    # Two videos, 3 frames, patch 10; boxes (y0, x0, y1, x1) end-exclusive.
+    boxes = np.array([[[2, 2, 8, 8], [2, 2, 8, 8], [5, 5, 12, 12]],
+                      [[0, 0, 10, 10], [0, 0, 11, 10], [20, 20, 25, 25]]], np.int32)
+    per_frame = np.array([[[0, 0], [3, 0], [2, 2]],       # hit, miss (top 3 > 2), hit (12 <= 12)
+                          [[0, 0], [0, 0], [16, 15]]], np.int32)   # hit, miss (11 > 10), hit
+    np.testing.assert_allclose(metrics.patch_hit_fraction(per_frame, boxes, 10),
+                               [2 / 3, 2 / 3], rtol=1e-6)
+    # One patch per video, broadcast over its frames.
+    per_video = np.array([[[0, 0]], [[15, 15]]], np.int32)
+    np.testing.assert_allclose(metrics.patch_hit_fraction(per_video, boxes, 10), [2 / 3, 1 / 3],
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="policy steps"):
+        metrics.patch_hit_fraction(np.zeros((2, 2, 2), np.int32), boxes, 10)
+

@@ -42,11 +42,15 @@ def test_example_contract_and_determinism():
     source = data_lib.create_source(dc, "test")      # dispatched on format == "synthetic"
     assert isinstance(source, synthetic.SyntheticSource) and len(source) == 6
     ex = source.get(2, None)
-    assert set(ex) == {"glance", "label", "labels", "index"}
+    assert set(ex) == {"glance", "label", "labels", "index", "target_box"}
     assert ex["glance"].dtype == np.uint8 and ex["glance"].shape == (3, 64, 64, 3)
     assert ex["label"].dtype == np.int32 and ex["label"].shape == ()
     assert ex["labels"].dtype == np.int32 and ex["labels"].tolist() == [int(ex["label"]), -1, -1]
     assert ex["index"].dtype == np.int64 and int(ex["index"]) == 2
+    box = ex["target_box"]
+    assert box.dtype == np.int32 and box.shape == (3, 4)
+    np.testing.assert_array_equal(box, source.scene(2, None).boxes)
+    assert (box[:, 2:] - box[:, :2] == dc.synthetic.digit_size).all()
     again = data_lib.create_source(dc, "test").get(2, None)
     np.testing.assert_array_equal(ex["glance"], again["glance"])
     assert not np.array_equal(ex["glance"], source.get(3, None)["glance"])
@@ -204,3 +208,64 @@ def test_config_builds_every_stage(arg):
     assert source.get(0)["glance"].shape == (m.num_glance_frames, m.input_size, m.input_size, 3)
     with pytest.raises(ValueError, match="unknown options"):
         load_config("fast")
+
+
+def _small_synthetic():
+    """configs/synthetic.py:quick on tiny networks, 64-px frames, 2 frames, patch 24 (3x3 grid)."""
+    config = load_config("quick")
+    m = models.tiny_model_config("actnet")
+    m.num_classes, m.glance_size, m.glance_resize, m.patch_size = 10, 32, "linear", 24
+    m.num_glance_frames = m.num_focus_frames = 2
+    m.policy.grid_size = 3
+    config.model = m
+    d = config.data
+    d.input_size = d.scale_size = 64
+    d.num_glance_frames = d.num_focus_frames = 2
+    d.synthetic.digit_size = 16
+    d.synthetic.region_grid = 1
+    model = models.create_model(config)
+    variables = models.init_variables(model, jax.random.key(0))
+    source = synthetic.create_source(config.data, "train")
+    examples = [source.get(i, np.random.default_rng([3, i])) for i in range(8)]
+    batch = {k: np.stack([e[k] for e in examples]) for k in examples[0] if k != "index"}
+    batch["mask"] = np.ones(8, bool)
+    return config, model, variables, batch
+
+
+def test_random_grid_patches_are_uniform_cells_of_the_policy_grid():
+    from adafocus_jax import crop
+    config, model, variables, batch = _small_synthetic()
+    offsets = np.asarray(model.apply(variables, jax.random.key(1), 4000,
+                                     method="random_grid_offsets"))            # [4000, 2, 2]
+    table = crop.grid_offset_table(3, 64, 24)                                  # 9 cells
+    cells = (offsets[..., None, :] == table).all(-1).argmax(-1)
+    assert (offsets[..., None, :] == table).all(-1).any(-1).all()              # always a cell
+    counts = np.bincount(cells.ravel(), minlength=9) / cells.size
+    np.testing.assert_allclose(counts, 1 / 9, atol=0.02)
+    gaussian = models.create_model(models.tiny_model_config("sthv2"))
+    with pytest.raises(ValueError, match="categorical"):
+        gaussian.apply(models.init_variables(gaussian, jax.random.key(0)), jax.random.key(1), 2,
+                       method="random_grid_offsets")
+
+
+def test_target_patch_mode_crops_patches_holding_the_digit():
+    from adafocus_jax import crop, metrics, train
+    from adafocus_jax.data.transforms import normalize_jnp
+    config, model, variables, batch = _small_synthetic()
+    recipe = stages.resolve_recipe(config, "stage0_focuser")
+    assert recipe.patch_mode == "target"       # what configs/synthetic.py pre-trains on
+    rng = jax.random.key(4)
+    loss, (_, logits) = train.classification_loss(model, recipe, variables, batch, rng)
+    # By hand: the same patch draw (the "patches" stream of this step's key), crop, focuser head.
+    offsets = crop.target_offsets(train._rngs(rng)["patches"], batch["target_box"], 24, 64)
+    assert float(metrics.patch_hit_fraction(offsets, batch["target_box"], 24).min()) == 1.0
+    patches = crop.crop_patches(normalize_jnp(batch["glance"]), offsets, 24)
+    assert recipe.modes["focuser"]                # train-mode BatchNorm, as in the step
+    want, _ = model.apply(variables, patches, True, method="focuser_logits",
+                          mutable=["batch_stats"])
+    np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(loss, metrics.cross_entropy(want, batch["label"]).mean(),
+                               rtol=1e-5)
+    no_box = {k: v for k, v in batch.items() if k != "target_box"}
+    with pytest.raises(ValueError, match="target_box"):
+        train.classification_loss(model, recipe, variables, no_box, rng)

@@ -22,7 +22,10 @@ so that the three ingredients of AdaFocus each have a job (data_formats.md §5.5
   and the target bounces inside one of them (the TFDS Moving-MNIST maths, §5.4, at 1–2 px/frame),
   so the patch grid of the policy (3×3 positions of 48 px on 144 px frames, 11 % of the area each)
   always has one position holding the whole digit, while a uniformly random 48-px patch contains the
-  whole 20-px digit in ~9 % of frames and the centre patch only when the digit is in the centre cell.
+  whole 20-px digit in only ~3-4 % of frames (measured: 2 of 3 cells per axis touch the frame's
+  edge, where few offsets fit) and the centre patch only when the digit is in the centre cell
+  (~11 %). Each example records the digit's box (`target_box`), so training logs and the benchmark
+  report how often patches hold it.
   The fragments a random patch covers look like parts of digits (drawn the same way, from other
   digits of the same split).
 
@@ -36,7 +39,7 @@ pool, so held-out videos contain no pixel of a training digit. Each video is a p
 epoch is a fresh set of videos over the whole training pool.
 
     source = create_source(config.data, "test")      # config.data.format == "synthetic"
-    example = source.get(3, None)                    # {"glance", "label", "labels", "index"}
+    example = source.get(3, None)        # {"glance", "label", "labels", "index", "target_box"}
     scene = source.scene(3, None)                    # .boxes [T, 4] (y0, x0, y1, x1), .label, ...
 """
 
@@ -305,12 +308,15 @@ class SyntheticSource:
         return np.clip(frames * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
     def get(self, index: int, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
-        """One example (docs/CONTRACTS.md): glance uint8 `[T, S, S, 3]`, label, labels, index."""
+        """One example (docs/CONTRACTS.md): glance uint8 `[T, S, S, 3]`, label, labels, index, and
+        `target_box` int32 `[T, 4]` (y0, x0, y1, x1 of the digit, exclusive ends) for diagnostics:
+        the training step and the benchmark report how often a patch holds the whole digit."""
         scene = self.scene(int(index), rng)
         labels = np.full((self.max_labels,), -1, np.int32)
         labels[0] = scene.label
         return {"glance": self.render(scene), "label": np.asarray(scene.label, np.int32),
-                "labels": labels, "index": np.asarray(index, np.int64)}
+                "labels": labels, "index": np.asarray(index, np.int64),
+                "target_box": scene.boxes.astype(np.int32)}
 
 
 def create_source(data_config: ml_collections.ConfigDict, split: str) -> SyntheticSource:

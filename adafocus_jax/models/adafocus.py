@@ -29,7 +29,7 @@ from adafocus_jax.models.mobilenet_v2 import MobileNetV2
 from adafocus_jax.models.policy import ActorCritic
 from adafocus_jax.models.resnet import ResNet
 
-PATCH_MODES = ("policy", "sample", "random", "center", "given")
+PATCH_MODES = ("policy", "sample", "random", "random_grid", "center", "given")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +190,17 @@ class AdaFocus(nn.Module):
         return crop_lib.random_offsets(rng, (batch_size, self.policy_steps),
                                        self.config.input_size, self.config.patch_size)
 
+    def random_grid_offsets(self, rng: jax.Array, batch_size: int) -> jnp.ndarray:
+        """Offsets `[B, St, 2]` of uniformly random cells of the categorical policy's k×k grid:
+        the patches a policy with uniform logits would pick (where stage 2 starts)."""
+        cfg = self.config
+        if cfg.policy.kind != "categorical":
+            raise ValueError("patch_mode 'random_grid' needs the categorical (grid) policy, got "
+                             f"policy.kind={cfg.policy.kind!r}")
+        cells = jax.random.randint(rng, (batch_size, self.policy_steps), 0,
+                                   cfg.policy.grid_size ** 2, dtype=jnp.int32)
+        return self.action_offsets(cells)
+
     def center_offsets(self, batch_size: int) -> jnp.ndarray:
         return crop_lib.center_offsets((batch_size, self.policy_steps), self.config.input_size,
                                        self.config.patch_size)
@@ -243,7 +254,9 @@ class AdaFocus(nn.Module):
             one frame list).
           train: bool, or `Modes` for per-network train/eval modes.
           patch_mode: "policy" (deterministic policy), "sample" (rng stream 'actions'), "random"
-            (official random baseline, rng stream 'patches'), "center", or "given" (`patch_offsets`).
+            (official random baseline, rng stream 'patches'), "random_grid" (uniformly random cells
+            of the grid policy's action grid, rng stream 'patches'), "center", or "given"
+            (`patch_offsets`).
           patch_offsets: `[B, St, 2]` int offsets for patch_mode "given".
 
         Returns:
@@ -278,6 +291,8 @@ class AdaFocus(nn.Module):
             offsets = self.action_offsets(actions)
         elif patch_mode == "random":
             offsets = self.random_offsets(self.make_rng("patches"), batch_size)
+        elif patch_mode == "random_grid":
+            offsets = self.random_grid_offsets(self.make_rng("patches"), batch_size)
         elif patch_mode == "center":
             offsets = self.center_offsets(batch_size)
         else:
