@@ -183,7 +183,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, variables: Mapping, *, 
         "required_margin": required,
         "passed": bool(margin_random >= required and margin_center >= required),
         "full_frame_variables": full_from, "seconds": round(time.time() - start, 1),
+        "mechanism": str(config.model.get("version", "v1")),
     }
+    if results["meta"]["mechanism"] == "v2":
+        # An AdaFocusV2 run (configs/synthetic.py:mode=v2): its learned row is "V2 end-to-end".
+        results["v2_learned"] = dict(results["learned"])
     if jax.process_index() == 0:
         path = benchmark_path(config, workdir)
         os.makedirs(workdir, exist_ok=True)

@@ -3,7 +3,8 @@
 A *stage recipe* says, for one training stage:
   * which loss the step computes (`loss`: "ce" on the fused logits, "step_ce" averaged over every
     policy step (the GRU classifier), "ppo" for the policy, "glancer_ce" / "focuser_ce" for the stage-0
-    pre-training of one network on whole frames);
+    pre-training of one network on whole frames, "v2" for the one-stage AdaFocusV2 loss of
+    `adafocus_jax.v2`: every network at once through the differentiable crop);
   * where the patches come from (`patch_mode`: "random", "sample", "policy", ...);
   * which networks run BatchNorm / dropout in train mode (`modes`);
   * which parameters train and at which learning rate (`lr.<module>`; 0 = frozen; `trainable_pattern`
@@ -38,7 +39,7 @@ import optax
 from flax import traverse_util
 
 MODULES = ("glancer", "focuser", "policy", "classifier")
-LOSSES = ("ce", "step_ce", "ppo", "glancer_ce", "focuser_ce")
+LOSSES = ("ce", "step_ce", "ppo", "glancer_ce", "focuser_ce", "v2")
 # "target": random patches that hold the whole target box (data that knows it: synthetic only).
 PATCH_MODES = ("random", "random_grid", "sample", "policy", "center", "target", "none")
 STHSTH = ("sthv1", "sthv2")
@@ -76,6 +77,7 @@ def _recipe(*, loss: str, patch_mode: str, modes: Mapping[str, bool], lr: Mappin
     r.eval_every_epochs = eval_every_epochs
     r.eval_patch_mode = eval_patch_mode  # random | policy | center | glancer | focuser
     r.restore = restore                 # "module=source,..."; source: a stage name or init_from
+    r.clip_grad_norm = 0.0              # > 0: clip the global gradient norm first (torch --gd)
     r.ppo = ml_collections.ConfigDict(dict(
         algorithm="ppo",                # ppo | reinforce (REINFORCE with the critic as baseline)
         gamma=0.7, clip_eps=0.2, value_coef=0.5, entropy_coef=0.01,
@@ -147,6 +149,36 @@ def _actnet_stages() -> ml_collections.ConfigDict:
     return s
 
 
+# AdaFocusV2 (adafocus_family.md §1.2; official train.sh / README commands): base lr and the
+# per-module multipliers (policy `stn_lr_ratio`, glancer `global_lr_ratio` (its own head too),
+# focuser 1 (with its heads), classifier `classifier_lr_ratio`), SGD momentum 0.9, cosine.
+V2_HYPER = {
+    "actnet": dict(lr=0.002, batch_size=32, weight_decay=1e-4, extra_epoch=True, clip=0.0,
+                   mult=dict(policy=0.1, glancer=0.5, focuser=1.0, classifier=5.0)),
+    "sthsth": dict(lr=0.01, batch_size=32, weight_decay=5e-4, extra_epoch=False, clip=20.0,
+                   mult=dict(policy=0.01, glancer=0.5, focuser=1.0, classifier=1.0)),
+}
+V2_HYPER["fcvid"] = V2_HYPER["actnet"]
+V2_HYPER["synthetic"] = V2_HYPER["actnet"]
+V2_HYPER["minik"] = dict(V2_HYPER["actnet"], lr=0.003, batch_size=48)
+
+
+def v2_stages(dataset: str) -> ml_collections.ConfigDict:
+    """The one AdaFocusV2 stage ("v2") of `dataset`: loss "v2" (policy + random patches, every
+    network in train mode), 50 epochs, lr = base × per-module multiplier (`V2_HYPER`)."""
+    hyper = V2_HYPER["sthsth" if dataset in STHSTH else dataset]
+    s = ml_collections.ConfigDict()
+    s.v2 = _recipe(
+        loss="v2", patch_mode="policy", modes={m: True for m in MODULES},
+        lr={m: hyper["lr"] * mult for m, mult in hyper["mult"].items()},
+        num_epochs=50, batch_size=hyper["batch_size"], eval_every_epochs=1,
+        eval_patch_mode="policy", restore=f"glancer={INIT_FROM},focuser={INIT_FROM}",
+        extra_epoch=hyper["extra_epoch"])
+    s.v2.weight_decay = hyper["weight_decay"]
+    s.v2.clip_grad_norm = hyper["clip"]
+    return s
+
+
 def add_training_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Adds the official training recipe of `config.dataset` and every key training reads.
 
@@ -162,10 +194,15 @@ def add_training_config(config: ml_collections.ConfigDict) -> ml_collections.Con
                          f"{STHSTH + ACTNET_FAMILY}")
     sth = dataset in STHSTH
     config.seed = 1007                        # the official seed
-    config.stages = _sthsth_stages() if sth else _actnet_stages()
+    if config.model.get("version", "v1") == "v2":
+        config.stages = v2_stages(dataset)       # one end-to-end stage (AdaFocusV2)
+        order = ("v2",)
+    else:
+        config.stages = _sthsth_stages() if sth else _actnet_stages()
+        order = STHSTH_STAGE_ORDER if sth else ACTNET_STAGE_ORDER
     # The recipe's stage order, comma-separated: every key of config.stages exactly once. A config
     # that adds a stage adds it here too. (Stage seeds depend on the stage's name only.)
-    config.stage_order = ",".join(STHSTH_STAGE_ORDER if sth else ACTNET_STAGE_ORDER)
+    config.stage_order = ",".join(order)
     # The stages this run trains, comma-separated ("" = all of config.stage_order), in the order of
     # config.stage_order, each in WORKDIR/<stage name>.
     config.run_stages = ""
@@ -245,6 +282,7 @@ class StageRecipe:
     eval_patch_mode: str
     restore: Mapping[str, str]
     ppo: Mapping[str, Any]
+    clip_grad_norm: float = 0.0
 
     @property
     def total_epochs(self) -> int:
@@ -379,6 +417,12 @@ def resolve_recipe(config: ml_collections.ConfigDict, name: str) -> StageRecipe:
             re.compile(trainable_pattern)
         except re.error as e:
             raise ValueError(f"{where}.trainable_pattern={trainable_pattern!r}: {e}") from e
+    clip = float(r.get("clip_grad_norm", 0.0))
+    if clip < 0:
+        raise ValueError(f"{where}.clip_grad_norm must be >= 0, got {clip}")
+    if r.loss == "v2" and config.model.get("version", "v1") != "v2":
+        raise ValueError(f"{where}: loss 'v2' needs config.model.version = 'v2' "
+                         "(models.to_v2_model_config)")
     batch_size = int(config.train.batch_size) or int(r.batch_size)
     if batch_size <= 0:
         raise ValueError(f"{where}.batch_size must be > 0")
@@ -394,7 +438,7 @@ def resolve_recipe(config: ml_collections.ConfigDict, name: str) -> StageRecipe:
         extra_epoch=bool(r.extra_epoch), batch_size=batch_size,
         eval_every_epochs=int(r.eval_every_epochs), eval_patch_mode=r.eval_patch_mode,
         restore=parse_restore(r.restore, f"{where}.restore"),
-        ppo=dict(r.ppo.to_dict()))
+        ppo=dict(r.ppo.to_dict()), clip_grad_norm=clip)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -486,7 +530,12 @@ def make_optimizer(recipe: StageRecipe, labels: Any, num_steps: int):
             transforms[module] = optax.chain(*parts)
     used = set(jax.tree.leaves(labels))
     transforms = {k: v for k, v in transforms.items() if k in used}
-    return optax.multi_transform(transforms, labels), schedules
+    tx = optax.multi_transform(transforms, labels)
+    if recipe.clip_grad_norm > 0:
+        # torch.nn.utils.clip_grad_norm_ before optimizer.step(): on the raw gradients of every
+        # trained parameter, before weight decay and momentum.
+        tx = optax.chain(optax.clip_by_global_norm(recipe.clip_grad_norm), tx)
+    return tx, schedules
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:

@@ -10,6 +10,8 @@ Losses (all weighted by the batch `mask`):
   * "ce": CE of the fused prediction (`logits`), patches from `patch_mode` (random/policy/center);
   * "step_ce": CE of every policy step's prediction averaged over steps (GRU classifier);
   * "glancer_ce" / "focuser_ce": one network alone on whole frames, logits averaged over frames;
+  * "v2": the one-stage AdaFocusV2 loss (`adafocus_jax.v2`): policy and random patches through the
+    differentiable crop, fused + global-only + local-only terms, every network trained at once;
   * "ppo": the policy-gradient stage, fused into one jitted step (`ppo_rollout` + `ppo_update`):
     sample actions, crop, run the local network on the policy patches and on random-baseline
     patches, reward r_t = p(y | policy patch) - p(y | random patch at step t), discounted and
@@ -66,6 +68,7 @@ from adafocus_jax import crop as crop_lib
 from adafocus_jax import data as data_lib
 from adafocus_jax import metrics as metrics_lib
 from adafocus_jax import models, parallel, rl, stages
+from adafocus_jax import v2 as v2_lib
 from adafocus_jax.data.transforms import normalize_jnp
 from adafocus_jax.models import Modes
 
@@ -176,7 +179,7 @@ def classification_loss(model: models.AdaFocus, recipe: stages.StageRecipe, vari
 
     Args:
       model: the AdaFocus module.
-      recipe: its `loss` is ce | step_ce | glancer_ce | focuser_ce.
+      recipe: its `loss` is ce | step_ce | glancer_ce | focuser_ce | v2 (`v2.v2_loss`).
       variables: `{"params", "batch_stats"}`.
       batch: `glance` uint8 `[B, T_G, S, S, 3]`, optional `focus` `[B, T_L, S, S, 3]`, `label` `[B]`,
         `mask` `[B]`.
@@ -185,6 +188,8 @@ def classification_loss(model: models.AdaFocus, recipe: stages.StageRecipe, vari
     Returns:
       (loss `[]`, (new batch_stats, logits `[B, C]`)).
     """
+    if recipe.loss == "v2":   # AdaFocusV2: one end-to-end stage (adafocus_jax/v2.py)
+        return v2_lib.v2_loss(model, recipe, variables, batch, rng)
     glance, focus = _frames(batch)
     labels, mask = batch["label"], batch["mask"]
     modes = recipe.modes

@@ -6,6 +6,7 @@ among a 5 x 5 grid of patch positions per video.
     python main.py --config=configs/sthv2.py --workdir=DIR
     python main.py --config=configs/sthv2.py:patch=176 --workdir=DIR
     python main.py --config=configs/sthv2.py:patch=144,policy=discrete --workdir=DIR
+    python main.py --config=configs/sthv2.py:mode=v2 --workdir=DIR   # AdaFocusV2, one stage
 """
 
 from adafocus_jax import config_lib
