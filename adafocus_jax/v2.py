@@ -11,13 +11,14 @@ loss reach the policy. Per step, with y the video label and masked means over th
     the glance and of the local network (non-detached: the training signal of the backbones and,
     through the crop, of the policy);
   * diversity augmentation: the terms are computed for the policy patches and for uniformly random
-    patches (one local-network call over both) and the two totals are averaged:
+    patches (see `AdaFocusV2.train_outputs`) and the two totals are averaged:
 
         loss = ½ Σ_{k ∈ {policy, random}} [fused_k + global + local_k]
 
-Known difference: the official code runs the local network (and the ActivityNet classifier) once
-per patch set, so its train-mode BatchNorm statistics are per set; here both sets are one batch of
-2B videos (one call, as the issue asks), so BN statistics are over both.
+With train-mode BatchNorm the local network runs once per patch set, as the official code does, so
+each set has its own batch statistics (one call over both would let the random patches' loss reach
+the policy through the shared statistics; `tests/test_v2.py` checks that it does not). In eval mode
+both sets are one call of 2B videos.
 """
 
 from typing import Mapping

@@ -243,8 +243,9 @@ class AdaFocusV2(AdaFocus):
         """The V2 training forward pass with the diversity augmentation.
 
         The policy locations and uniformly random locations (rng stream `patches`) crop the focus
-        frames; both patch sets go through the local network in ONE call (2B videos) and through
-        the classifier; the glance network runs once.
+        frames; the two patch sets go through the local network (two calls with train-mode
+        BatchNorm, so their batch statistics stay apart as in the official code; one call of 2B
+        videos otherwise) and through the classifier; the glance network runs once.
 
         Returns:
           dict with `glance` (see `glance_v2`), `local` (see `local_v2`, 2B rows: policy first,
@@ -258,9 +259,18 @@ class AdaFocusV2(AdaFocus):
         actions = self.locate(glance["maps"], modes.policy)
         random_actions = jax.random.uniform(self.make_rng("patches"), actions.shape,
                                             actions.dtype)
-        patches = self.v2_crop(jnp.concatenate([focus_frames] * 2, axis=0),
-                               jnp.concatenate([actions, random_actions], axis=0))
-        local = self.local_v2(patches, modes.focuser)
+        if modes.focuser:
+            # Train-mode BatchNorm: each patch set gets its own batch statistics, as in the
+            # official code's two calls (shared statistics would let the random patches' loss
+            # reach the policy through the policy patches' statistics).
+            local_policy = self.local_v2(self.v2_crop(focus_frames, actions), True)
+            local_random = self.local_v2(self.v2_crop(focus_frames, random_actions), True)
+            local = jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=0), local_policy,
+                                 local_random)
+        else:   # eval-mode BatchNorm: one call over both sets (2B videos)
+            patches = self.v2_crop(jnp.concatenate([focus_frames] * 2, axis=0),
+                                   jnp.concatenate([actions, random_actions], axis=0))
+            local = self.local_v2(patches, False)
         logits, step_logits = self.fuse(glance, local, modes.classifier)
         return {"glance": glance, "local": local, "logits": logits, "step_logits": step_logits,
                 "actions": actions, "random_actions": random_actions}
