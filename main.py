@@ -3,9 +3,20 @@
     python main.py --config=configs/sthv2.py --workdir=/ckpt/sthv2 --config.data.root=/data/ssv2
     python main.py --config=configs/tiny.py --workdir=/tmp/tiny --config.train.num_steps=2
     python main.py --config=configs/actnet.py --workdir=DIR --config.run_stages=stage2,stage3
+    python main.py --config=configs/sthv2.py --workdir=DIR --mode=eval [--checkpoint=144x144.pth.tar]
+
+`--mode=eval` scores a split (`--split`, default config.eval.split) with the variables of the
+workdir's last stage or of `--checkpoint` (run / stage / converted directory, official .pth.tar)
+and writes DIR/eval_<split>.json; multi-view with --config.data.eval_num_clips / eval_num_crops.
+`--mode=train_and_eval` trains, then does the same with the trained variables.
 
 Rerunning the same command resumes: finished stages are skipped, an unfinished one continues from
-its latest checkpoint with the same data order and random draws. SIGTERM checkpoints and exits.
+its latest checkpoint with the same data order and random draws.
+
+Exit status: 0 when every stage finished; 75 (`train.EXIT_INTERRUPTED`) when SIGTERM/SIGINT stopped
+the run after saving a checkpoint (rerun the same command to resume), so `main.py ... && next`
+never runs `next` on an unfinished run; 1 on an error. With several processes a signal to any of
+them stops all of them at the same step.
 
 Multi-host: run the same command on every host with `--jax_distributed` (Cloud TPU, Slurm,
 Kubernetes: auto-detected) or with `--coordinator_address=HOST:PORT --num_processes=N
@@ -36,6 +47,14 @@ flags.DEFINE_string(
                    os.path.join(os.path.expanduser("~"), ".cache", "adafocus_jax", "xla")),
     "Persistent XLA compilation cache ('' disables it); reruns and resumed runs skip compiling.")
 flags.DEFINE_bool("quiet_orbax", True, "Hide orbax's per-save INFO log lines.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "train_and_eval"],
+                  "train: every stage of the recipe; eval: score a split (DIR/eval_<split>.json); "
+                  "train_and_eval: both.")
+flags.DEFINE_string("checkpoint", "", "--mode=eval: what to evaluate (default: the workdir's "
+                    "last stage): a run, stage or converted directory, or an official .pth.tar.")
+flags.DEFINE_string("split", "", "--mode=eval: the split (default config.eval.split).")
+flags.DEFINE_string("patch_mode", "policy", "--mode=eval: policy | random | center | oracle | "
+                    "glancer | focuser (see adafocus_jax/evaluate.py).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -85,11 +104,18 @@ def main(argv):
 
     logging.info("JAX process %d/%d, local devices %s", jax.process_index(), jax.process_count(),
                  jax.local_devices())
-    try:
-        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except train.TrainingInterrupted as e:
-        logging.warning("%s", e)
-        sys.exit(0)
+    if FLAGS.mode == "eval" and FLAGS.checkpoint and not os.path.exists(FLAGS.checkpoint):
+        raise app.UsageError(f"--checkpoint={FLAGS.checkpoint}: no such file or directory")
+    if FLAGS.mode != "eval":
+        try:
+            train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        except train.TrainingInterrupted as e:
+            logging.warning("%s", e)
+            sys.exit(train.EXIT_INTERRUPTED)
+    if FLAGS.mode != "train":
+        from adafocus_jax import evaluate
+        evaluate.evaluate_split(FLAGS.config, FLAGS.workdir, checkpoint=FLAGS.checkpoint,
+                                split=FLAGS.split, patch_mode=FLAGS.patch_mode)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ Entry points:
         # config.benchmark.enabled; `variables` = {"params", "batch_stats"} of the final model.
     python -m adafocus_jax.benchmark --config=configs/synthetic.py --workdir=DIR
         # re-runs it on a finished run (variables of the last stage of config.run_stages).
+    python -m adafocus_jax.benchmark --config=configs/synthetic.py --workdir=DIR --early_exit
+        # adds the real early-exit section `early_exit` (early_exit_section) to the JSON.
 
 Config keys read: `config.benchmark.{split, full_frame_stage, batch_size, max_batches,
 required_margin, variants}` (all optional but `split`), `config.dataset`, `config.seed`.
@@ -181,7 +183,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, variables: Mapping, *, 
         "required_margin": required,
         "passed": bool(margin_random >= required and margin_center >= required),
         "full_frame_variables": full_from, "seconds": round(time.time() - start, 1),
+        "mechanism": str(config.model.get("version", "v1")),
     }
+    if results["meta"]["mechanism"] == "v2":
+        # An AdaFocusV2 run (configs/synthetic.py:mode=v2): its learned row is "V2 end-to-end".
+        results["v2_learned"] = dict(results["learned"])
     if jax.process_index() == 0:
         path = benchmark_path(config, workdir)
         os.makedirs(workdir, exist_ok=True)
@@ -194,6 +200,35 @@ def run(config: ml_collections.ConfigDict, workdir: str, variables: Mapping, *, 
               f"{table}\n", flush=True)
         logging.info("benchmark:\n%s", table)
     return results
+
+
+def early_exit_section(config, workdir: str, variables: Mapping, *, model=None,
+                       **kwargs) -> dict[str, Any]:
+    """Real early exit (`adafocus_jax.early_exit.benchmark`): fits thresholds on the val split,
+    evaluates on `config.benchmark.split`, times exiting vs full inference; stores the section as
+    `early_exit` in `benchmark_path(config, workdir)` (other keys kept) and the plot as
+    `WORKDIR/early_exit.png`. `kwargs` go to `early_exit.benchmark`."""
+    from adafocus_jax import early_exit
+    plot = os.path.join(workdir, "early_exit.png") if jax.process_index() == 0 else ""
+    section = early_exit.benchmark(config, variables, model, plot_path=plot, **kwargs)
+    if jax.process_index() == 0:
+        path = benchmark_path(config, workdir)
+        results = {}
+        if os.path.exists(path):
+            with open(path) as f:
+                results = json.load(f)
+        results["early_exit"] = section
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(results, f, indent=2)
+        os.replace(tmp, path)
+        for m in section["measured"]:
+            print(f"early exit at {m['gflops']:.4f} GFLOPs/video (full "
+                  f"{section['full']['gflops']:.4f}): top-1 {m['accuracy']:.2f}% (full "
+                  f"{section['full']['accuracy']:.2f}%), {m['ms_per_video']['exit_compact']:.3f}"
+                  f" ms/video vs full {m['ms_per_video']['full']:.3f} at batch "
+                  f"{m['batch_size']} ({m['speedup_vs_full']['exit_compact']:.2f}x)", flush=True)
+    return section
 
 
 def _final_variables(config, workdir: str) -> dict:
@@ -210,7 +245,10 @@ def main(argv):
     del argv
     config = flags.FLAGS.config
     workdir = flags.FLAGS.workdir
-    run(config, workdir, _final_variables(config, workdir))
+    if flags.FLAGS.early_exit:
+        early_exit_section(config, workdir, _final_variables(config, workdir))
+    else:
+        run(config, workdir, _final_variables(config, workdir))
 
 
 if __name__ == "__main__":
@@ -219,5 +257,7 @@ if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).",
                                     lock_config=True)
     flags.DEFINE_string("workdir", None, "The finished run's directory.")
+    flags.DEFINE_bool("early_exit", False, "Only the real early-exit section (per-frame models): "
+                      "adds `early_exit` to the JSON and writes WORKDIR/early_exit.png.")
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main)

@@ -13,7 +13,9 @@ metric value travels in the checkpoint itself, so a resumed stage keeps comparin
 
 Saves are asynchronous by default (`config.ckpt.async_save`); orbax writes into a temporary
 directory and renames it when complete, so a run killed at any moment (SIGKILL included) resumes
-from the last complete step. Every process calls every function here (orbax coordinates
+from the last complete step (the partial folder is removed when the stage's manager next opens). A
+step folder that is not a complete checkpoint (truncated by a copy, another program's folder) or
+whose files cannot be read is an error naming it, never a crash deep in orbax. Every process calls every function here (orbax coordinates
 multi-host writes).
 """
 
@@ -36,10 +38,63 @@ def checkpoint_dir(stage_dir: str) -> str:
 def make_manager(stage_dir: str, *, max_to_keep: int = 2, async_save: bool = True,
                  read_only: bool = False) -> ocp.CheckpointManager:
     """The manager of one stage directory (`max_to_keep` <= 0 keeps everything)."""
+    root = checkpoint_dir(stage_dir)
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise ValueError(f"{root} is not a directory; move it away (it is where the checkpoints of "
+                         f"stage directory {stage_dir} go)")
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep if max_to_keep > 0 else None, create=not read_only,
-        enable_async_checkpointing=async_save, read_only=read_only)
-    return ocp.CheckpointManager(checkpoint_dir(stage_dir), options=options)
+        enable_async_checkpointing=async_save, read_only=read_only,
+        # Partial writes of a killed run (orbax's *.orbax-checkpoint-tmp-* folders) are removed.
+        cleanup_tmp_directories=not read_only)
+    return ocp.CheckpointManager(root, options=options)
+
+
+# What every complete checkpoint step directory holds (written by orbax before it renames the
+# temporary folder into place); a step folder without them is truncated or foreign.
+_STEP_FILES = ("_CHECKPOINT_METADATA", "commit_success.txt", os.path.join("default", "_METADATA"))
+
+
+def _advice(root: str, step: int) -> str:
+    others = sorted(int(d) for d in os.listdir(root) if d.isdigit() and int(d) != step)
+    previous = f"the previous checkpoint (step {others[-1]})" if others else "scratch"
+    return (f"move {os.path.join(root, str(step))} out of {root} to resume from {previous}, or "
+            f"remove {os.path.dirname(root)} to restart that stage")
+
+
+def check_step_dir(root: str, step: int) -> None:
+    """Raises ValueError naming `root/<step>` when it is not a complete checkpoint of this code
+    (truncated by a copy or a crash outside orbax's atomic rename, or another program's folder)."""
+    path = os.path.join(root, str(step))
+    missing = [f for f in _STEP_FILES if not os.path.exists(os.path.join(path, f))]
+    if missing:
+        raise ValueError(f"{path} is not a complete adafocus_jax checkpoint (missing {missing}): "
+                         f"it is truncated or was written by something else; {_advice(root, step)}")
+
+
+def _leaf_shapes(tree) -> list[tuple[int, ...]]:
+    return sorted(tuple(getattr(x, "shape", np.shape(x))) for x in jax.tree.leaves(tree))
+
+
+def _restore_checked(manager: ocp.CheckpointManager, step: int, target: Any = None) -> Any:
+    """`manager.restore(step)` (into `target`, abstract arrays, or as saved), with errors that name
+    the checkpoint: incomplete or foreign, a different tree than `target`, or unreadable files."""
+    root = str(manager.directory)
+    path = os.path.join(root, str(step))
+    check_step_dir(root, step)
+    args = ocp.args.StandardRestore(target) if target is not None else ocp.args.StandardRestore()
+    try:
+        return manager.restore(step, args=args)
+    except Exception as e:   # orbax / tensorstore raise many types; all mean "cannot use this"
+        try:
+            saved = _leaf_shapes(manager.item_metadata(step))
+        except Exception:   # noqa: BLE001 - the metadata itself is unreadable
+            saved = None
+        if target is not None and saved is not None and saved != _leaf_shapes(target):
+            raise ValueError(f"checkpoint {path} does not match the current model/optimizer "
+                             f"(was the config changed since it was written?): {e}") from e
+        raise ValueError(f"checkpoint {path} is unreadable (truncated or damaged files?): "
+                         f"{type(e).__name__}: {str(e)[:500]}; {_advice(root, step)}") from e
 
 
 def state_items(state) -> dict[str, Any]:
@@ -68,19 +123,14 @@ def restore(manager: ocp.CheckpointManager, state, mesh, step: int | None = None
     """Restores the latest (or `step`) checkpoint into the structure of `state`, replicated.
 
     Raises:
-      ValueError if the saved tree does not match the state (e.g. a different model config),
-      naming the checkpoint directory.
+      ValueError naming the checkpoint directory if the saved tree does not match the state (e.g.
+      a different model config), or the checkpoint is truncated, damaged or foreign.
     """
     step = manager.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"no checkpoint in {manager.directory}")
     target = _abstract(state_items(state), mesh)
-    try:
-        items = manager.restore(step, args=ocp.args.StandardRestore(target))
-    except (ValueError, KeyError) as e:
-        raise ValueError(f"checkpoint {manager.directory}/{step} does not match the current "
-                         f"model/optimizer (was the config changed since it was written?): {e}"
-                         ) from e
+    items = _restore_checked(manager, step, target)
     logging.info("restored %s/%d", manager.directory, step)
     return state.replace(step=items["step"], params=items["params"],
                          batch_stats=items["batch_stats"], opt_state=items["opt_state"])
@@ -132,7 +182,9 @@ def load_variables_from_dir(path: str, step: int | None = None) -> dict[str, Any
         step = manager.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"{root}: no complete checkpoint")
-        items = manager.restore(step, args=ocp.args.StandardRestore())
+        items = _restore_checked(manager, step)
+    if not isinstance(items, dict) or "params" not in items:
+        raise ValueError(f"{root}/{step}: not an adafocus_jax stage checkpoint (no params)")
     return {"params": items["params"], "batch_stats": items.get("batch_stats", {})}
 
 
@@ -172,7 +224,10 @@ def _restore_best(stage_dir: str) -> tuple[dict[str, Any], int] | None:
         step = manager.latest_step()
         if step is None:
             return None
-        return manager.restore(step, args=ocp.args.StandardRestore()), step
+        items = _restore_checked(manager, step)
+    if not isinstance(items, dict) or "metric" not in items:
+        raise ValueError(f"{root}/{step}: not a best-evaluation checkpoint (no metric)")
+    return items, step
 
 
 def best_info(stage_dir: str) -> tuple[int, float] | None:

@@ -17,10 +17,42 @@ def parse_options(arg: str | None) -> dict:
     return options
 
 
+# Sth-Sth policy variants (`configs/sthv2.py:policy=discrete`): the official code has both the
+# clipped-Gaussian policy its scripts use and a categorical one over a 5 x 5 grid of patch
+# positions (`ppo_continuous=False`).
+STHSTH_POLICIES = ("gaussian", "discrete")
+STHSTH_DISCRETE_GRID = 5
+
+
+def set_sthsth_policy(config: ml_collections.ConfigDict, policy: str, where: str) -> None:
+    """Sets `config.model.policy` to the Sth-Sth `policy` variant ("gaussian" or "discrete")."""
+    if config.dataset not in stages.STHSTH:
+        raise ValueError(f"{where}: policy={policy} is an option of sthv1/sthv2 only (the "
+                         f"{config.dataset} policy is always a categorical grid)")
+    if policy not in STHSTH_POLICIES:
+        raise ValueError(f"{where}: policy={policy!r}: expected one of {STHSTH_POLICIES}")
+    if policy == "discrete":
+        config.model.policy.kind = "categorical"
+        config.model.policy.grid_size = STHSTH_DISCRETE_GRID
+
+
 def build_config(dataset: str, arg: str | None, allowed_patches: tuple[int, ...]):
-    """The official config of `dataset`; `arg` may set `patch=<P>` (one of `allowed_patches`)."""
+    """The official config of `dataset`; `arg` may set `patch=<P>` (one of `allowed_patches`),
+    `mode=v1|v2` (AdaFocus with its staged PPO recipe, or AdaFocusV2's one end-to-end stage) and,
+    for Sth-Sth V1 mode, `policy=gaussian|discrete`."""
     options = parse_options(arg)
-    patch = int(options.pop("patch", allowed_patches[0]))
+    try:
+        patch = int(options.pop("patch", allowed_patches[0]))
+    except ValueError as e:
+        raise ValueError(f"{dataset}: patch must be an integer ({e})") from e
+    policy = options.pop("policy", None)
+    mode = options.pop("mode", "v1")
+    if mode not in ("v1", "v2"):
+        raise ValueError(f"{dataset}: mode={mode!r}: expected v1 (AdaFocus, 3 stages + PPO) or "
+                         "v2 (AdaFocusV2, one end-to-end stage)")
+    if mode == "v2" and policy is not None:
+        raise ValueError(f"{dataset}: policy={policy!r} is a V1 option; mode=v2 has its own "
+                         "location policy")
     if patch not in allowed_patches:
         raise ValueError(f"{dataset}: patch={patch} is not an official patch size "
                          f"{allowed_patches}")
@@ -29,6 +61,10 @@ def build_config(dataset: str, arg: str | None, allowed_patches: tuple[int, ...]
     config = ml_collections.ConfigDict()
     config.dataset = dataset
     config.model = models.default_model_config(dataset, patch_size=patch)
+    if mode == "v2":
+        models.to_v2_model_config(config.model)
     config.data = data.default_data_config(dataset)
     stages.add_training_config(config)
+    if policy is not None:
+        set_sthsth_policy(config, policy, f"configs/{dataset}.py")
     return config

@@ -8,6 +8,8 @@ Every file kind the official code and README release is understood (§10.1):
 | `tsm_resnet50` | `resnet50_segment12.pth.tar` | focuser; its `new_fc` becomes the classifier's `fc` |
 | `sthsth` | Sth-Sth stage-1/2/3 `checkpoint.pth.tar`, `model_best.pth.tar`, `144x144.pth.tar`, ... | glancer, focuser, classifier (+ policy from stage 2 on) |
 | `actnet` | `globalcnn`/`localcnn.pth.tar` (stage 0), `128checkpoint.pth.tar` (stage 1), `128s3_checkpoint.pth.tar` (stage 3) | glancer, focuser, classifier (+ policy when the file has one) |
+| `v2_actnet` | AdaFocusV2 ActivityNet / FCVID / Mini-K `ckpt.best.pth.tar` (`main_v2.py`, `module.global_CNN.*`, ...) | glancer, focuser, policy, classifier (with `config.model.version = "v2"`) |
+| `v2_sthsth` | AdaFocusV2 Sth-Sth / Jester checkpoints (`main.py`, `module.global_CNN.base_model.*`, ...) | glancer, focuser, policy (the classifier is a parameterless sum) |
 | `imagenet_mobilenetv2`, `imagenet_resnet50` | torchvision ImageNet state dicts (`mobilenet_v2-b0353104.pth`, `resnet50-0676ba61.pth`), where the official ActivityNet stage 0 starts | glancer / focuser; the 1000-way head is re-initialised (`head_seed`) |
 
 A file that holds only some modules converts to those modules only. Three ways to end with a full
@@ -207,6 +209,10 @@ def _check_state_dict(path: str, where: str, value) -> dict:
 def _split_sources(path: str, ckpt: dict) -> tuple[str, str, dict[str, _Source]]:
     """(kind, family, {module: _Source}) of a loaded file."""
     state_dict = ckpt.get("state_dict")
+    if isinstance(state_dict, Mapping) and any(k.split(".", 1)[-1].startswith("global_CNN.")
+                                               or k.startswith("global_CNN.")
+                                               for k in state_dict):
+        return _split_v2_sources(path, _check_state_dict(path, "'state_dict'", state_dict))
     if isinstance(state_dict, Mapping) and any(k.startswith("module.base_model.")
                                                for k in state_dict):
         # TSM main.py: DataParallel(TSN) → module.base_model.* + module.new_fc.* (§10.1, §10.2).
@@ -295,6 +301,116 @@ def _split_sources(path: str, ckpt: dict) -> tuple[str, str, dict[str, _Source]]
     return family, family, sources
 
 
+def _split_v2_sources(path: str, state: dict) -> tuple[str, str, dict[str, _Source]]:
+    """A released AdaFocusV2 checkpoint (`{'state_dict': DataParallel(model).state_dict()}`).
+
+    ActivityNet family (`main_v2.py`): `global_CNN.*` (TSM-layout MobileNetV2 whose own 1000-way
+    `classifier` is never used) + `global_CNN_fc.1` (→ the glancer's `classifier`), `local_CNN.*`
+    (torchvision ResNet-50, unused `fc`) + `local_CNN_fc.1` (→ the focuser's `fc`),
+    `policy_stn.{encoder,gru,fc}`, `classifier.{mlp.layers,classifiers.t}`. Sth-Sth (`main.py`):
+    `global_CNN` / `local_CNN` are TSNs (`base_model.*`, `new_fc` → `classifier` / `fc`,
+    `new_new_fc` → `reg_classifier` / `reg_fc`), `policy_stn.{0,1,4,5,7,8,10}`.
+    The never-used 1000-way heads are dropped (logged); every other key must be converted.
+    """
+    prefix = "module." if all(k.startswith("module.") for k in state) else ""
+    state = {k[len(prefix):]: v for k, v in state.items()}
+    sth = any(k.startswith("global_CNN.base_model.") for k in state)
+    groups: dict[str, dict] = {"glancer": {}, "focuser": {}, "policy": {}, "classifier": {}}
+    names: dict[str, dict] = {m: {} for m in groups}   # our key -> the file's key
+    dropped = []
+
+    def put(module, ours, theirs):
+        groups[module][ours] = state[theirs]
+        names[module][ours] = prefix + theirs
+
+    for key in state:
+        if sth:
+            rules = (("global_CNN.base_model.", "glancer", "net."),
+                     ("global_CNN.new_fc.", "glancer", "net.classifier."),
+                     ("global_CNN.new_new_fc.", "glancer", "net.reg_classifier."),
+                     ("local_CNN.base_model.", "focuser", "net."),
+                     ("local_CNN.new_fc.", "focuser", "net.fc."),
+                     ("local_CNN.new_new_fc.", "focuser", "net.reg_fc."),
+                     ("policy_stn.", "policy", "v2_sth."))
+        else:
+            rules = (("global_CNN.classifier.", None, None),   # unused 1000-way heads
+                     ("local_CNN.fc.", None, None),
+                     ("global_CNN_fc.1.", "glancer", "net.classifier."),
+                     ("global_CNN.", "glancer", "net."),
+                     ("local_CNN_fc.1.", "focuser", "net.fc."),
+                     ("local_CNN.", "focuser", "net."),
+                     ("policy_stn.", "policy", "v2_anet."),
+                     ("classifier.", "classifier", ""))
+        for theirs, module, ours in rules:
+            if key.startswith(theirs):
+                if module is None:
+                    dropped.append(prefix + key)
+                else:
+                    put(module, ours + key[len(theirs):], key)
+                break
+        else:
+            raise CheckpointError(f"{path}: unexpected key {prefix + key!r} in 'state_dict' of an "
+                                  f"AdaFocusV2 {'Sth-Sth' if sth else 'ActivityNet'} checkpoint")
+    if dropped:
+        logging.info("%s: dropping the unused ImageNet heads %s", path, sorted(dropped))
+    family = "sthsth" if sth else "actnet"
+    sources = {m: _Source(g, "'state_dict'", rename=lambda k, n=names[m]: n.get(k, k))
+               for m, g in groups.items() if g}
+    return f"v2_{family}", family, sources
+
+
+def _v2_policy_entries(cfg) -> list[tuple[tuple[str, ...], str, str]]:
+    if cfg.policy.per_frame:   # encoder (conv, BN2d, tanh, flatten, Linear, BN1d, tanh), GRU, fc
+        return [(("encoder_conv",), "v2_anet.encoder.0", "conv"),
+                (("encoder_conv_bn",), "v2_anet.encoder.1", "bn"),
+                (("dense0",), "v2_anet.encoder.4", "dense"),
+                (("dense0_bn",), "v2_anet.encoder.5", "bn"),
+                (("gru",), "v2_anet.gru", "gru"), (("actor",), "v2_anet.fc.0", "dense")]
+    # Sequential: conv, BN2d, tanh, flatten, Linear, BN1d, tanh, Linear, BN1d, tanh, Linear, sigmoid
+    return [(("encoder_conv",), "v2_sth.0", "conv"), (("encoder_conv_bn",), "v2_sth.1", "bn"),
+            (("dense0",), "v2_sth.4", "dense"), (("dense0_bn",), "v2_sth.5", "bn"),
+            (("dense1",), "v2_sth.7", "dense"), (("dense1_bn",), "v2_sth.8", "bn"),
+            (("actor",), "v2_sth.10", "dense")]
+
+
+def _v2_entries(path: str, module: str, source: _Source, cfg):
+    """Name maps of the AdaFocusV2 modules (keys as renamed by `_split_v2_sources`)."""
+    sth = not cfg.policy.per_frame
+    if module == "glancer":
+        entries = _mobilenet_entries(cfg, _mobilenet_layout(path, source))
+        return entries + ([(("reg_classifier",), "net.reg_classifier", "dense")] if sth else [])
+    if module == "focuser":
+        entries = _resnet_entries(cfg, _resnet_style(path, source))
+        return entries + ([(("reg_fc",), "net.reg_fc", "dense")] if sth else [])
+    if module == "policy":
+        return _v2_policy_entries(cfg)
+    return ([(("mlp",), "mlp.layers.0", "dense"), (("mlp_bn",), "mlp.layers.1", "bn")]
+            + [((f"head{t}",), f"classifiers.{t}.1", "dense")
+               for t in range(cfg.num_glance_frames)])
+
+
+def _check_v2_architecture(path: str, kind: str, family: str, sources, cfg):
+    """V1 file with a V2 config or the other way round, or the wrong V2 family."""
+    is_v2_file = kind.startswith("v2_")
+    is_v2_config = cfg.get("version", "v1") == "v2"
+    if is_v2_file != is_v2_config:
+        raise CheckpointError(
+            f"{path}: this is an {'AdaFocusV2' if is_v2_file else 'AdaFocus (V1)'} checkpoint "
+            f"(kind {kind!r}) but config.model.version={cfg.get('version', 'v1')!r}; use "
+            f"{'mode=v2' if is_v2_file else 'mode=v1'} of the dataset config")
+    expected = "actnet" if cfg.policy.per_frame else "sthsth"
+    if family != expected:
+        raise CheckpointError(
+            f"{path}: wrong architecture: an AdaFocusV2 {FAMILY_NAMES[family]} checkpoint, but "
+            f"config.model describes the {FAMILY_NAMES[expected]} V2 network")
+    if "glancer" in sources:
+        shifted = any(".conv.0.net.weight" in k for k in sources["glancer"].state)
+        if shifted != bool(cfg.glancer.temporal_shift):
+            raise CheckpointError(f"{path}: the glancer {'has' if shifted else 'has no'} temporal "
+                                  f"shift, config.model.glancer.temporal_shift="
+                                  f"{cfg.glancer.temporal_shift}")
+
+
 def _split_bare_state_dict(path: str, ckpt: dict) -> tuple[str, str, dict[str, _Source]]:
     """A bare torchvision ImageNet state dict (what `torchvision.models.*(pretrained=True)`
     downloads): the starting point of the official ActivityNet stage 0 (§2.3, §2.5, §4.3)."""
@@ -326,6 +442,8 @@ def _warn_if_policies_differ(path, policy_sources):
 
 
 def _stage_guess(kind: str, ckpt: dict, modules: Sequence[str]) -> str:
+    if kind.startswith("v2_"):
+        return "AdaFocusV2 (one stage)"
     if kind.startswith("tsm_"):
         return "TSM pre-training"
     if kind.startswith("imagenet_"):
@@ -624,7 +742,9 @@ class _Converter:
 
 def _convert_module(path: str, module: str, source: _Source, cfg, expected: Mapping,
                     head_seed: int = 0):
-    if module == "glancer":
+    if cfg.get("version", "v1") == "v2":
+        entries = _v2_entries(path, module, source, cfg)
+    elif module == "glancer":
         entries = _mobilenet_entries(cfg, _mobilenet_layout(path, source))
     elif module == "focuser":
         entries = _resnet_entries(cfg, _resnet_style(path, source))
@@ -713,8 +833,13 @@ def load_torch_checkpoint(path: str, config, *, parts: Iterable[str] | None = No
                                   f"kind {kind!r})")
     if not wanted:
         raise CheckpointError(f"{path}: no module selected (it holds {list(available)})")
-    _check_architecture(path, kind, family, {m: sources[m] for m in wanted}, cfg)
+    if kind.startswith("v2_") or cfg.get("version", "v1") == "v2":
+        _check_v2_architecture(path, kind, family, {m: sources[m] for m in wanted}, cfg)
+    else:
+        _check_architecture(path, kind, family, {m: sources[m] for m in wanted}, cfg)
     missing = [m for m in MODULES if m not in wanted]
+    if kind == "v2_sthsth":   # the V2 Sth-Sth classifier (a logit sum) has no parameters
+        missing = [m for m in missing if m != "classifier"]
     if missing and init_variables is None and not allow_partial:
         raise CheckpointError(
             f"{path}: ({kind}) gives only {list(wanted)}; {missing} would be missing. Pass "

@@ -5,8 +5,9 @@ The official crop takes the top-left corner `floor(a · (H − P))` computed in 
 row-major k×k grid of fractions `(i/(k−1), j/(k−1))`. Everything here is jit-compatible and batched:
 no Python loop over videos or frames.
 
-`crop_patches` takes integer offsets; `bilinear_crop` is the differentiable variant (AdaFocusV2-style,
-`jax.image.scale_and_translate`) for sub-pixel boxes.
+`crop_patches` takes integer offsets (V1); `bilinear_crop` is the differentiable AdaFocusV2 crop
+(float boxes `v2_top_left`, PyTorch `grid_sample` semantics, an einsum of two interpolation
+matrices), through which the local network's loss trains the policy.
 """
 
 import jax
@@ -147,31 +148,69 @@ def crop_patches(frames: jnp.ndarray, offsets: jnp.ndarray, patch_size: int) -> 
     return jax.vmap(jax.vmap(crop_one))(frames, per_frame)
 
 
+def v2_top_left(actions: jnp.ndarray, image_size: int, patch_size: int) -> jnp.ndarray:
+    """AdaFocusV2 boxes: `[..., 2]` actions in [0, 1] (row, col) → float top-left `a · (H − P)`.
+
+    Unlike `continuous_offsets` nothing is rounded, so the crop stays differentiable in `a`.
+    """
+    return actions.astype(jnp.float32) * jnp.float32(image_size - patch_size)
+
+
+def interpolation_matrix(coords: jnp.ndarray, size: int, dtype=jnp.float32) -> jnp.ndarray:
+    """Bilinear weights `[..., P, size]` that sample a 1-D signal of `size` pixels at `coords`
+    `[..., P]` (pixel centres at integers), with zeros outside the signal.
+
+    Built exactly like `grid_sample`'s bilinear kernel: x0 = floor(x), weight 1 − (x − x0) on x0 and
+    x − x0 on x0 + 1; a neighbour outside [0, size) contributes zero (zero padding). The gradient
+    w.r.t. `coords` flows through the fractional part only, so at integer positions it is the
+    forward difference I[x0 + 1] − I[x0], as in PyTorch.
+    """
+    x0 = jnp.floor(jax.lax.stop_gradient(coords))
+    frac = (coords - x0).astype(dtype)[..., None]
+    x0 = x0.astype(jnp.int32)
+    # one_hot of an index outside [0, size) is an all-zero row: exactly the zero padding.
+    return (1 - frac) * jax.nn.one_hot(x0, size, dtype=dtype) + \
+        frac * jax.nn.one_hot(x0 + 1, size, dtype=dtype)
+
+
 def bilinear_crop(frames: jnp.ndarray, top_left: jnp.ndarray, patch_size: int,
                   box_size: float | jnp.ndarray | None = None) -> jnp.ndarray:
-    """Differentiable crop: resamples the box `[top, top + side)²` to `P × P` bilinearly.
+    """Differentiable crop: resamples the box `[top, top + side)²` of every frame to `P × P`.
 
-    Matches `affine_grid` + `grid_sample(align_corners=False)` for boxes inside the frame; gradients
-    flow to `top_left` (and `box_size`).
+    Equals PyTorch's `affine_grid` + `grid_sample` (bilinear, zero padding, align_corners=False)
+    with the AdaFocusV2 affine matrix (scale side/H, translation −1 + (2·top + side)/H): output
+    pixel j samples input coordinate `top + (j + 0.5) · side / P − 0.5`. Separable: two
+    interpolation matrices `[N, P, H]`, `[N, P, W]` contracted with the frames (two batched
+    matmuls, no gather), so it is jit- and TPU-friendly and gradients flow to `top_left` (and
+    `box_size`) as in `grid_sample`.
 
     Args:
       frames: `[B, T, H, W, C]` float.
-      top_left: `[B, T, 2]` float (row, col) of the box in pixels.
+      top_left: `[B, S, 2]` float (row, col) of the box in pixels per policy step: S = 1 (one box
+        per video, Sth-Sth), S = T (one per frame, ActivityNet) or any divisor of T (each step
+        covers T / S consecutive frames, see `expand_to_frames`).
       patch_size: P, the output size.
-      box_size: side of the box in pixels (scalar or `[B, T]`); defaults to P (a plain crop).
+      box_size: side of the box in pixels (scalar, or `[B, S]`); defaults to P (a plain crop).
 
     Returns:
-      `[B, T, P, P, C]`.
+      `[B, T, P, P, C]` in the dtype of `frames`.
     """
     b, t, h, w, c = frames.shape
-    side = jnp.broadcast_to(jnp.asarray(patch_size if box_size is None else box_size,
-                                        jnp.float32), (b, t))
-
-    def crop_one(image, corner, box):
-        scale = patch_size / box
-        translation = -corner * scale
-        return jax.image.scale_and_translate(
-            image, (patch_size, patch_size, c), (0, 1), jnp.stack([scale, scale]), translation,
-            method="linear", antialias=False)
-
-    return jax.vmap(jax.vmap(crop_one))(frames, top_left.astype(jnp.float32), side)
+    if top_left.ndim != 3 or top_left.shape[0] != b or top_left.shape[-1] != 2:
+        raise ValueError(f"top_left must be [B={b}, S, 2], got {top_left.shape}")
+    steps = top_left.shape[1]
+    # Coordinates in float32, or float64 when the boxes are float64 (parity tests under x64).
+    dtype = jnp.promote_types(top_left.dtype, jnp.float32)
+    side = jnp.asarray(patch_size if box_size is None else box_size, dtype)
+    side = jnp.broadcast_to(side, (b, steps))
+    corner = expand_to_frames(top_left.astype(dtype), t)                 # [B, T, 2]
+    side = expand_to_frames(side[..., None], t)[..., 0]                  # [B, T]
+    # top + (j + 0.5)·side/P − 0.5, written as ((2j + 1)·side − P) / 2P so that with side = P it
+    # is exactly top + j (no rounding below an integer, which would flip floor() and the gradient).
+    odd = 2 * jnp.arange(patch_size, dtype=dtype) + 1                    # [P]
+    offset = (odd * side[..., None] - patch_size) / (2 * patch_size)     # [B, T, P]
+    coords = corner[..., None] + offset[..., None, :]                    # [B, T, 2, P]
+    rows = interpolation_matrix(coords[:, :, 0], h, frames.dtype)         # [B, T, P, H]
+    cols = interpolation_matrix(coords[:, :, 1], w, frames.dtype)         # [B, T, P, W]
+    out = jnp.einsum("btph,bthwc->btpwc", rows, frames)
+    return jnp.einsum("btqw,btpwc->btpqc", cols, out)

@@ -1,19 +1,17 @@
-"""Evaluation and training metrics: top-k accuracy, the official mAP, and clu metric collections.
+"""Evaluation and training metrics: top-k accuracy, cross-entropy and the official mAP.
 
 * `topk_correct` / `cross_entropy` are per-example `jax.numpy` functions used inside jitted steps.
 * `mean_average_precision` is the official `cal_map` (reference spec §8) in NumPy, computed once on the
-  host over the whole validation set.
-* `make_collection` builds a `clu.metrics.Collection` class for a set of scalar names, so every stage
-  can log its own metrics (loss, accuracy, reward, entropy, learning rates, gradient norms) with the
-  same machinery: averages over the logging window, last value for learning rates.
+  host over the whole validation set, correct also when some classes have no positive there.
+
+Training metrics are averaged over a logging window by `adafocus_jax.train.summarize_metrics`.
 """
 
-from typing import Iterable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from clu import metrics as clu_metrics
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -59,79 +57,68 @@ def patch_hit_fraction(offsets: jax.Array, boxes: jax.Array, patch_size: int) ->
     return jnp.mean(inside.astype(jnp.float32), axis=1)
 
 
-def mean_average_precision(scores: np.ndarray, labels: np.ndarray, *, multi_label: bool,
-                           remap_to_present: bool = True) -> float:
-    """The official non-interpolated mAP over a whole evaluation set, in percent (spec §8).
+class MeanAP(NamedTuple):
+    """`mean_average_precision_detail`: the mAP in percent over the classes with a positive, and
+    how many of the score matrix's classes had a positive (`num_present`) or none (`num_absent`)."""
+    map: float
+    num_present: int
+    num_absent: int
+
+
+def mean_average_precision_detail(scores: np.ndarray, labels: np.ndarray, *,
+                                  multi_label: bool) -> MeanAP:
+    """Non-interpolated mAP over a whole evaluation set, in percent (spec §8), with class counts.
+
+    Class c's AP ranks every video by `scores[:, c]` (descending, ties in video order) and averages
+    the precision at the ranks of its positives (videos with label c). The mAP is the mean AP over
+    the classes that have at least one positive in the set. When every class occurs (the setting of
+    the official numbers) this is exactly the official `cal_map`. When some do not (a subset of the
+    split: `max_eval_batches`, `on_error=skip`, a small split), the official code remaps the label
+    values to their ranks among the present labels, which shifts them against the score columns,
+    and averages over all C classes with AP 0 for the absent ones; here each label stays in its
+    own column and absent classes are left out (and counted, see `num_absent`).
 
     Args:
       scores: `[N, C]` class scores (the official code uses softmax probabilities).
-      labels: `[N, L]` int labels padded with -1 (or `[N]` single labels).
+      labels: `[N, L]` int labels padded with -1 (or `[N]` single labels), each in [0, C).
       multi_label: use every label of a video (FCVID) instead of only the first (ActivityNet, Mini-K).
-      remap_to_present: the official `cal_map` first maps label values to their ranks among the
-        labels present in the set (`assumes_starts_zero=False`); this is the identity when every
-        class occurs, which is the case the official numbers were computed on. Pass False for the
-        plain mapping.
 
     Returns:
-      100 * mean over all C classes of the average precision; a class with no positive scores 0.
+      `MeanAP(map, num_present, num_absent)`; `map` is NaN when no class has a positive.
+
+    Raises:
+      ValueError for mismatched shapes or a label outside [-1, C).
     """
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels)
     if labels.ndim == 1:
         labels = labels[:, None]
-    if scores.ndim != 2 or labels.shape[0] != scores.shape[0]:
+    if scores.ndim != 2 or labels.ndim != 2 or labels.shape[0] != scores.shape[0]:
         raise ValueError(f"mean_average_precision: scores {scores.shape} and labels {labels.shape} "
                          "must be [N, C] and [N, L] with the same N")
     num_examples, num_classes = scores.shape
     used = labels if multi_label else labels[:, :1]
-    if remap_to_present:
-        present = np.unique(used[used >= 0])
-        mapped = np.where(used >= 0, np.searchsorted(present, np.maximum(used, 0)), -1)
-    else:
-        mapped = used
+    if used.size and (used.min() < -1 or used.max() >= num_classes):
+        raise ValueError(f"mean_average_precision: labels must be in [-1, {num_classes}) (-1 = "
+                         f"padding), got values in [{used.min()}, {used.max()}]")
     truth = np.zeros((num_examples, num_classes + 1), dtype=np.float64)
-    rows = np.repeat(np.arange(num_examples), mapped.shape[1])
-    cols = mapped.reshape(-1)
-    # Padding (-1) goes to an extra column that is dropped, as in the official code.
+    rows = np.repeat(np.arange(num_examples), used.shape[1])
+    cols = used.reshape(-1)
+    # Padding (-1) goes to an extra column that is dropped.
     truth[rows, np.where(cols >= 0, cols, num_classes)] = 1.0
     truth = truth[:, :num_classes]
-
-    aps = np.zeros(num_classes)
+    present = truth.sum(axis=0) > 0
     ranks = np.arange(1, num_examples + 1, dtype=np.float64)
-    for c in range(num_classes):
+    aps = []
+    for c in np.flatnonzero(present):
         order = np.argsort(-scores[:, c], kind="stable")
         hits = truth[order, c]
-        precision = np.cumsum(hits) / ranks
-        aps[c] = np.sum(precision * hits) / max(hits.sum(), 1.0)
-    return float(100.0 * aps.mean())
+        aps.append(np.sum(np.cumsum(hits) / ranks * hits) / hits.sum())
+    value = float(100.0 * np.mean(aps)) if aps else float("nan")
+    return MeanAP(value, int(present.sum()), int(num_classes - present.sum()))
 
 
-def make_collection(names: Iterable[str], last_value_prefixes: Sequence[str] = ("lr_",)):
-    """A `clu.metrics.Collection` class with one metric per scalar name.
-
-    Names starting with one of `last_value_prefixes` (learning rates) keep their last value; all other
-    names are averaged over the steps merged into the collection (weighted by their mask if a `mask`
-    output is given).
-
-    Args:
-      names: the scalar outputs that the step returns (Python identifiers, e.g. `lr_focuser`).
-      last_value_prefixes: name prefixes reported as their last value.
-
-    Returns:
-      A Collection class; use `cls.single_from_model_output(**outputs)` in the step and
-      `merge` / `compute` on the host.
-    """
-    fields = {}
-    for name in sorted(set(names)):
-        if not name.isidentifier():
-            raise ValueError(f"make_collection: metric name {name!r} must be a Python identifier")
-        if any(name.startswith(p) for p in last_value_prefixes):
-            fields[name] = clu_metrics.LastValue.from_output(name)
-        else:
-            fields[name] = clu_metrics.Average.from_output(name)
-    return clu_metrics.Collection.create(**fields)
-
-
-def to_host_scalars(computed: dict) -> dict[str, float]:
-    """`Collection.compute()` output → plain Python floats (for writers, logs and JSON)."""
-    return {k: float(np.asarray(v)) for k, v in computed.items()}
+def mean_average_precision(scores: np.ndarray, labels: np.ndarray, *, multi_label: bool) -> float:
+    """The mAP in percent over the classes present in `labels`; see
+    `mean_average_precision_detail` (which also counts the absent classes)."""
+    return mean_average_precision_detail(scores, labels, multi_label=multi_label).map

@@ -3,6 +3,7 @@
     mesh = make_mesh()                                  # every device of every process
     state = replicate(state, mesh)                      # P(): one full copy per device
     batch = shard_batch(host_batch, mesh)               # P("data"): rows split over devices
+    for batch in prefetch_to_mesh(loader, mesh): ...    # the same, copies issued a step ahead
     state, metrics = jax.jit(step, out_shardings=replicated(mesh))(state, batch, rng)
 
 The step is written for the GLOBAL batch; XLA partitions it and inserts the gradient all-reduce.
@@ -19,7 +20,8 @@ each process load only its slice of every global batch (`process_index`/`process
 loader) and assemble global arrays with `jax.make_array_from_process_local_data`.
 """
 
-from typing import Any, Mapping
+import collections
+from typing import Any, Iterable, Iterator, Mapping
 
 import jax
 import numpy as np
@@ -106,9 +108,47 @@ def shard_batch(batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh) -> dic
     return out
 
 
+def prefetch_to_mesh(batches: Iterable[Mapping[str, np.ndarray]], mesh: jax.sharding.Mesh,
+                     size: int = 2) -> Iterator[dict[str, jax.Array]]:
+    """Yields `shard_batch(b, mesh)` for each host batch, keeping `size` batches in flight.
+
+    The host → device copies (asynchronous in JAX) of the next `size - 1` batches are issued
+    before the current one is handed out, so they overlap the step running on the device and the
+    loader's work on the next batch, instead of sitting between two steps. Same batches in the
+    same order as without prefetching; `size=1` is no look-ahead.
+    """
+    if size < 1:
+        raise ValueError(f"prefetch size must be >= 1, got {size}")
+    queue = collections.deque()
+    iterator = iter(batches)
+    for host_batch in iterator:
+        queue.append(shard_batch(host_batch, mesh))
+        if len(queue) >= size:
+            yield queue.popleft()
+    while queue:
+        yield queue.popleft()
+
+
 def host_gather(x: jax.Array) -> np.ndarray:
     """A global (possibly multi-host) array → the full numpy array on every process."""
     if jax.process_count() == 1:
         return np.asarray(jax.device_get(x))
     from jax.experimental import multihost_utils
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def wait_for_all_processes(name: str, timeout_s: float = 1800.0) -> None:
+    """Blocks until every process reaches the barrier `name` (no-op with one process).
+
+    Uses the `jax.distributed` coordination service, not a device collective: processes can reach
+    it minutes apart (one still compiling or restoring) without tripping the CPU collectives'
+    30-second connection timeout that the first cross-process collective (e.g. orbax's directory
+    sync) would otherwise hit.
+    """
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed   # the coordination client has no public accessor
+    client = distributed.global_state.client
+    if client is None:
+        return
+    client.wait_at_barrier(f"adafocus_jax:{name}", int(timeout_s * 1000))

@@ -49,32 +49,13 @@ def discounted_returns(rewards: jax.Array, gamma: float) -> jax.Array:
     return returns.T
 
 
-def normalize_returns(returns: jax.Array, eps: float = 1e-5) -> jax.Array:
-    """(R - mean) / (unbiased std + eps) over all entries, NaN-free for a single entry.
-
-    `torch.std` of one element is NaN (division by n - 1 = 0); here n - 1 is clamped to 1, so a batch of
-    one video with one step gives std 0 and a normalised return of exactly 0.
-
-    Args:
-      returns: `[B, S]` (any shape; statistics are over every entry).
-      eps: added to the std, 1e-5 as in the official code.
-
-    Returns:
-      Normalised returns, same shape.
-    """
-    n = returns.size
-    mean = jnp.mean(returns)
-    centred = returns - mean
-    var = jnp.sum(centred * centred) / max(n - 1, 1)
-    return centred / (jnp.sqrt(var) + eps)
-
-
 def normalize_returns_masked(returns: jax.Array, mask: jax.Array, eps: float = 1e-5) -> jax.Array:
-    """`normalize_returns` over the entries where `mask` is True only (padding/skipped videos).
+    """(R - mean) / (unbiased std + eps) over the entries where `mask` is True (the official
+    normalisation over every entry when all are valid); padding/skipped videos are left out.
 
-    With every entry valid it equals `normalize_returns` exactly; invalid entries come back as 0, so
-    they carry no advantage. With n valid entries the unbiased variance divides by max(n - 1, 1), so
-    one valid video gives 0, never NaN.
+    Invalid entries come back as 0, so they carry no advantage. With n valid entries the unbiased
+    variance divides by max(n - 1, 1), so one valid entry gives 0, never NaN (`torch.std` of one
+    element is NaN).
 
     Args:
       returns: `[B, S]` discounted returns.

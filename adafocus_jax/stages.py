@@ -3,7 +3,8 @@
 A *stage recipe* says, for one training stage:
   * which loss the step computes (`loss`: "ce" on the fused logits, "step_ce" averaged over every
     policy step (the GRU classifier), "ppo" for the policy, "glancer_ce" / "focuser_ce" for the stage-0
-    pre-training of one network on whole frames);
+    pre-training of one network on whole frames, "v2" for the one-stage AdaFocusV2 loss of
+    `adafocus_jax.v2`: every network at once through the differentiable crop);
   * where the patches come from (`patch_mode`: "random", "sample", "policy", ...);
   * which networks run BatchNorm / dropout in train mode (`modes`);
   * which parameters train and at which learning rate (`lr.<module>`; 0 = frozen; `trainable_pattern`
@@ -28,6 +29,7 @@ classifier at fc_lr). `config.reproduce_released_lr_bug = True` reproduces the r
 import dataclasses
 import math
 import re
+import zlib
 from typing import Any, Callable, Mapping
 
 import jax
@@ -37,7 +39,7 @@ import optax
 from flax import traverse_util
 
 MODULES = ("glancer", "focuser", "policy", "classifier")
-LOSSES = ("ce", "step_ce", "ppo", "glancer_ce", "focuser_ce")
+LOSSES = ("ce", "step_ce", "ppo", "glancer_ce", "focuser_ce", "v2")
 # "target": random patches that hold the whole target box (data that knows it: synthetic only).
 PATCH_MODES = ("random", "random_grid", "sample", "policy", "center", "target", "none")
 STHSTH = ("sthv1", "sthv2")
@@ -75,12 +77,21 @@ def _recipe(*, loss: str, patch_mode: str, modes: Mapping[str, bool], lr: Mappin
     r.eval_every_epochs = eval_every_epochs
     r.eval_patch_mode = eval_patch_mode  # random | policy | center | glancer | focuser
     r.restore = restore                 # "module=source,..."; source: a stage name or init_from
+    r.clip_grad_norm = 0.0              # > 0: clip the global gradient norm first (torch --gd)
     r.ppo = ml_collections.ConfigDict(dict(
         algorithm="ppo",                # ppo | reinforce (REINFORCE with the critic as baseline)
         gamma=0.7, clip_eps=0.2, value_coef=0.5, entropy_coef=0.01,
         epochs=1,                       # K PPO epochs over each batch (official 1)
         return_eps=1e-5))
     return r
+
+
+# The recipes' stage order (ml_collections sorts the keys of `config.stages`, so the order lives in
+# `config.stage_order`).
+STHSTH_STAGE_ORDER = ("stage1", "stage2", "stage3")
+ACTNET_STAGE_ORDER = ("stage0_glancer", "stage0_focuser", "stage1", "stage2", "stage3")
+# Datasets whose official scripts hand each stage's best-validated checkpoint to the next (§4.3).
+HANDOFF_BEST_DATASETS = ("actnet", "fcvid", "minik")
 
 
 def _sthsth_stages() -> ml_collections.ConfigDict:
@@ -138,6 +149,36 @@ def _actnet_stages() -> ml_collections.ConfigDict:
     return s
 
 
+# AdaFocusV2 (adafocus_family.md §1.2; official train.sh / README commands): base lr and the
+# per-module multipliers (policy `stn_lr_ratio`, glancer `global_lr_ratio` (its own head too),
+# focuser 1 (with its heads), classifier `classifier_lr_ratio`), SGD momentum 0.9, cosine.
+V2_HYPER = {
+    "actnet": dict(lr=0.002, batch_size=32, weight_decay=1e-4, extra_epoch=True, clip=0.0,
+                   mult=dict(policy=0.1, glancer=0.5, focuser=1.0, classifier=5.0)),
+    "sthsth": dict(lr=0.01, batch_size=32, weight_decay=5e-4, extra_epoch=False, clip=20.0,
+                   mult=dict(policy=0.01, glancer=0.5, focuser=1.0, classifier=1.0)),
+}
+V2_HYPER["fcvid"] = V2_HYPER["actnet"]
+V2_HYPER["synthetic"] = V2_HYPER["actnet"]
+V2_HYPER["minik"] = dict(V2_HYPER["actnet"], lr=0.003, batch_size=48)
+
+
+def v2_stages(dataset: str) -> ml_collections.ConfigDict:
+    """The one AdaFocusV2 stage ("v2") of `dataset`: loss "v2" (policy + random patches, every
+    network in train mode), 50 epochs, lr = base × per-module multiplier (`V2_HYPER`)."""
+    hyper = V2_HYPER["sthsth" if dataset in STHSTH else dataset]
+    s = ml_collections.ConfigDict()
+    s.v2 = _recipe(
+        loss="v2", patch_mode="policy", modes={m: True for m in MODULES},
+        lr={m: hyper["lr"] * mult for m, mult in hyper["mult"].items()},
+        num_epochs=50, batch_size=hyper["batch_size"], eval_every_epochs=1,
+        eval_patch_mode="policy", restore=f"glancer={INIT_FROM},focuser={INIT_FROM}",
+        extra_epoch=hyper["extra_epoch"])
+    s.v2.weight_decay = hyper["weight_decay"]
+    s.v2.clip_grad_norm = hyper["clip"]
+    return s
+
+
 def add_training_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Adds the official training recipe of `config.dataset` and every key training reads.
 
@@ -153,13 +194,26 @@ def add_training_config(config: ml_collections.ConfigDict) -> ml_collections.Con
                          f"{STHSTH + ACTNET_FAMILY}")
     sth = dataset in STHSTH
     config.seed = 1007                        # the official seed
-    config.stages = _sthsth_stages() if sth else _actnet_stages()
-    # Comma-separated, run in order, each in WORKDIR/<stage name>.
-    config.run_stages = ",".join(config.stages.keys())
+    if config.model.get("version", "v1") == "v2":
+        config.stages = v2_stages(dataset)       # one end-to-end stage (AdaFocusV2)
+        order = ("v2",)
+    else:
+        config.stages = _sthsth_stages() if sth else _actnet_stages()
+        order = STHSTH_STAGE_ORDER if sth else ACTNET_STAGE_ORDER
+    # The recipe's stage order, comma-separated: every key of config.stages exactly once. A config
+    # that adds a stage adds it here too. (Stage seeds depend on the stage's name only.)
+    config.stage_order = ",".join(order)
+    # The stages this run trains, comma-separated ("" = all of config.stage_order), in the order of
+    # config.stage_order, each in WORKDIR/<stage name>.
+    config.run_stages = ""
     # Official PyTorch weights converted with `python -m adafocus_jax.tools.convert_checkpoint`
     # (ImageNet / TSM backbones), or a stage directory of an earlier run. Used by restore sources
     # "init_from" and by any restore source stage that this run does not contain.
     config.init_from = ""
+    # A stage that restores a module from "init_from" while config.init_from is empty is an error
+    # (the module would silently stay random, and a frozen one stays random for the whole run);
+    # True keeps the random initialisation with a warning (the synthetic and tiny configs).
+    config.allow_random_init = dataset == "synthetic"
     # Sth-Sth only: reproduce the released scripts' optimizer-group bug (see module docstring).
     config.reproduce_released_lr_bug = False
 
@@ -170,7 +224,7 @@ def add_training_config(config: ml_collections.ConfigDict) -> ml_collections.Con
     config.train.eval_every_steps = 0         # > 0: overrides the stages' eval_every_epochs
     config.train.max_eval_batches = 0         # > 0: evaluate on at most this many batches
     config.train.eval_batch_size = 0          # 0: the stage's batch size
-    config.train.num_workers = 0              # data-loader worker threads/processes
+    config.train.num_workers = -1             # loader threads: -1 = one per CPU core, 0 = none
     config.train.donate_state = True
     config.train.final_eval = True            # evaluate at the end of every stage
     # What a finished stage hands to the next one (and to a rerun's later stages):
@@ -179,7 +233,8 @@ def add_training_config(config: ml_collections.ConfigDict) -> ml_collections.Con
     #     final one; kept in WORKDIR/<stage>/best so reruns and resumes keep them), as the official
     #     ActivityNet scripts do (a checkpoint is written only when validation improves, spec §4.3,
     #     §11.14). A stage that evaluated nothing hands on its last variables (logged).
-    config.train.handoff = "last"
+    # The ActivityNet / FCVID / Mini-Kinetics configs use "best" (the official behaviour).
+    config.train.handoff = "best" if dataset in HANDOFF_BEST_DATASETS else "last"
 
     config.ckpt = ml_collections.ConfigDict()
     config.ckpt.every_steps = 0               # 0: once per epoch
@@ -227,6 +282,7 @@ class StageRecipe:
     eval_patch_mode: str
     restore: Mapping[str, str]
     ppo: Mapping[str, Any]
+    clip_grad_norm: float = 0.0
 
     @property
     def total_epochs(self) -> int:
@@ -238,16 +294,74 @@ class StageRecipe:
         return tuple(m for m in MODULES if self.lr[m] > 0)
 
 
+def stage_order(config: ml_collections.ConfigDict) -> list[str]:
+    """The recipe's stage order (`config.stage_order`), checked against the keys of `config.stages`.
+
+    Raises:
+      ValueError naming `config.stage_order` when it lists an unknown stage, a stage twice, or
+      misses a stage of `config.stages`.
+    """
+    names = [n.strip() for n in str(config.get("stage_order", "")).split(",") if n.strip()]
+    known = sorted(config.stages.keys())
+    unknown = [n for n in names if n not in config.stages]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    missing = [n for n in known if n not in names]
+    if not names or unknown or repeated or missing:
+        raise ValueError(
+            f"config.stage_order={config.get('stage_order', '')!r} must list every stage of "
+            f"config.stages ({known}) exactly once, in training order (unknown {unknown}, "
+            f"repeated {repeated}, missing {missing})")
+    return names
+
+
 def stage_names(config: ml_collections.ConfigDict) -> list[str]:
-    """The stages to run, in order (`config.run_stages`), validated against `config.stages`."""
+    """The stages to run, in order: `config.run_stages` ("" = every stage of `config.stage_order`).
+
+    Raises:
+      ValueError naming `config.run_stages` for an unknown or repeated stage, or stages listed out
+      of the recipe's order (a stage restores modules from the stages before it).
+    """
+    order = stage_order(config)
     names = [n.strip() for n in str(config.run_stages).split(",") if n.strip()]
     if not names:
-        raise ValueError("config.run_stages is empty")
+        return order
     for n in names:
         if n not in config.stages:
             raise ValueError(f"config.run_stages: unknown stage {n!r}; config.stages has "
-                             f"{list(config.stages.keys())}")
+                             f"{order}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"config.run_stages={config.run_stages!r} lists a stage twice")
+    if sorted(names, key=order.index) != names:
+        raise ValueError(f"config.run_stages={config.run_stages!r}: stages must follow the recipe's "
+                         f"order config.stage_order={','.join(order)!r}")
     return names
+
+
+def stage_seed(config: ml_collections.ConfigDict, name: str) -> int:
+    """The seed of stage `name`: `config.seed` plus the CRC-32 of the name, modulo 2^31.
+
+    It depends on the stage's own name only, so adding, removing, reordering or renaming another
+    stage never changes it (and `run_stages` does not either).
+    """
+    return (int(config.seed) + zlib.crc32(name.encode("utf-8"))) % (2 ** 31)
+
+
+def check_init_from(config: ml_collections.ConfigDict, names: list[str]) -> None:
+    """Raises before training when a stage of `names` restores a module from "init_from" while
+    `config.init_from` is empty, unless `config.allow_random_init` (then `restore_modules` logs a
+    warning and keeps the random initialisation)."""
+    if config.init_from or config.get("allow_random_init", False):
+        return
+    wanted = [f"{n}: {m}" for n in names
+              for m, source in parse_restore(config.stages[n].restore,
+                                             f"config.stages.{n}.restore").items()
+              if source == INIT_FROM]
+    if wanted:
+        raise ValueError(
+            f"config.init_from is empty, but these stages restore modules from it: {wanted}. Set "
+            "--config.init_from=DIR (converted official weights, see "
+            "adafocus_jax.tools.convert_checkpoint, or a finished stage directory), or pass "
+            "--config.allow_random_init=True to train from a random initialisation")
 
 
 def parse_restore(spec: str, where: str) -> dict[str, str]:
@@ -303,6 +417,12 @@ def resolve_recipe(config: ml_collections.ConfigDict, name: str) -> StageRecipe:
             re.compile(trainable_pattern)
         except re.error as e:
             raise ValueError(f"{where}.trainable_pattern={trainable_pattern!r}: {e}") from e
+    clip = float(r.get("clip_grad_norm", 0.0))
+    if clip < 0:
+        raise ValueError(f"{where}.clip_grad_norm must be >= 0, got {clip}")
+    if r.loss == "v2" and config.model.get("version", "v1") != "v2":
+        raise ValueError(f"{where}: loss 'v2' needs config.model.version = 'v2' "
+                         "(models.to_v2_model_config)")
     batch_size = int(config.train.batch_size) or int(r.batch_size)
     if batch_size <= 0:
         raise ValueError(f"{where}.batch_size must be > 0")
@@ -318,7 +438,7 @@ def resolve_recipe(config: ml_collections.ConfigDict, name: str) -> StageRecipe:
         extra_epoch=bool(r.extra_epoch), batch_size=batch_size,
         eval_every_epochs=int(r.eval_every_epochs), eval_patch_mode=r.eval_patch_mode,
         restore=parse_restore(r.restore, f"{where}.restore"),
-        ppo=dict(r.ppo.to_dict()))
+        ppo=dict(r.ppo.to_dict()), clip_grad_norm=clip)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -410,7 +530,12 @@ def make_optimizer(recipe: StageRecipe, labels: Any, num_steps: int):
             transforms[module] = optax.chain(*parts)
     used = set(jax.tree.leaves(labels))
     transforms = {k: v for k, v in transforms.items() if k in used}
-    return optax.multi_transform(transforms, labels), schedules
+    tx = optax.multi_transform(transforms, labels)
+    if recipe.clip_grad_norm > 0:
+        # torch.nn.utils.clip_grad_norm_ before optimizer.step(): on the raw gradients of every
+        # trained parameter, before weight decay and momentum.
+        tx = optax.chain(optax.clip_by_global_norm(recipe.clip_grad_norm), tx)
+    return tx, schedules
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:

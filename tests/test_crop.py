@@ -89,6 +89,107 @@ def test_bilinear_crop_matches_integer_crop_and_is_differentiable():
     assert float(jnp.abs(grad).sum()) > 0
 
 
+# --------------------------------------------------------------------------------------------------
+# The differentiable AdaFocusV2 crop against PyTorch's affine_grid + grid_sample.
+
+
+def _torch_crop(frames, top_left, patch, box=None):
+    """Reference: every frame through `torch_reference.v2_grid_patches` (NCHW), back to NHWC."""
+    import torch
+    import torch_reference as ref
+    frames = np.asarray(frames)
+    b, t, h, w, c = frames.shape
+    corner = np.array(crop.expand_to_frames(jnp.asarray(top_left), t)).reshape(b * t, 2)
+    images = torch.from_numpy(np.array(frames.reshape(b * t, h, w, c))).permute(0, 3, 1, 2)
+    side = None
+    if box is not None:
+        side = torch.from_numpy(np.array(
+            crop.expand_to_frames(jnp.asarray(box)[..., None], t)).reshape(b * t))
+    out = ref.v2_grid_patches(images, torch.from_numpy(corner), patch, side)
+    return out.permute(0, 2, 3, 1).numpy().reshape(b, t, patch, patch, c)
+
+
+@pytest.mark.parametrize("steps", [1, 4])   # one box per video (Sth-Sth), one per frame (ActNet)
+def test_bilinear_crop_matches_torch_grid_sample_float64(steps):
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    b, t, size, patch = 3, 4, 40, 24
+    frames = rng.normal(size=(b, t, size, size, 3))
+    actions = rng.uniform(size=(b, steps, 2))
+    actions[0, 0] = (0.0, 1.0)            # the box touches the frame's edges
+    with jax.enable_x64(True):
+        top_left = jnp.asarray(actions * (size - patch))   # float64 (v2_top_left is float32)
+        got = crop.bilinear_crop(jnp.asarray(frames), top_left, patch)
+        assert got.dtype == jnp.float64 and got.shape == (b, t, patch, patch, 3)
+        want = _torch_crop(frames, top_left, patch)
+        np.testing.assert_allclose(np.asarray(got), want, atol=1e-10)
+        # Boxes of other sides (up- and down-scaling), some reaching past the frame: zero padding.
+        box = rng.uniform(10, 40, size=(b, steps))
+        corner = jnp.asarray(rng.uniform(-3, size - 8, size=(b, steps, 2)))
+        got = crop.bilinear_crop(jnp.asarray(frames), corner, patch, jnp.asarray(box))
+        np.testing.assert_allclose(np.asarray(got), _torch_crop(frames, corner, patch, box),
+                                   atol=1e-10)
+
+
+def test_bilinear_crop_float32_within_1e5_of_torch():
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    b, t, size, patch = 2, 3, 224, 128
+    # Smooth frames like real images (pixel-to-pixel steps ≪ 1), so float32 rounding of the
+    # ~100-px coordinates (≈1e-5 px) stays below 1e-5 in value.
+    coarse = rng.normal(size=(b, t, 8, 8, 3)).astype(np.float32)
+    frames = np.asarray(jax.image.resize(coarse, (b, t, size, size, 3), "linear"))
+    actions = rng.uniform(size=(b, t, 2)).astype(np.float32)
+    top_left = crop.v2_top_left(jnp.asarray(actions), size, patch)
+    got = crop.bilinear_crop(jnp.asarray(frames), top_left, patch)
+    assert got.dtype == jnp.float32
+    want = _torch_crop(frames, np.asarray(top_left), patch)
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
+
+
+def test_bilinear_crop_gradients_match_finite_differences():
+    rng = np.random.default_rng(2)
+    b, t, size, patch = 2, 2, 20, 9
+    frames = rng.normal(size=(b, t, size, size, 3))
+    weights = rng.normal(size=(b, t, patch, patch, 3))
+    with jax.enable_x64(True):
+        frames_j, weights_j = jnp.asarray(frames), jnp.asarray(weights)
+
+        def loss(top_left, box):
+            return jnp.sum(crop.bilinear_crop(frames_j, top_left, patch, box) * weights_j)
+
+        # Off-grid positions (the loss is piecewise smooth; steps stay inside one piece).
+        top_left = jnp.asarray(rng.uniform(1, size - patch - 2, size=(b, 1, 2)) + 0.37)
+        box = jnp.asarray(rng.uniform(7, 11, size=(b, 1)) + 0.013)
+        g_top, g_box = jax.grad(loss, argnums=(0, 1))(top_left, box)
+        eps = 1e-6
+        for idx in np.ndindex(*top_left.shape):
+            d = jnp.zeros_like(top_left).at[idx].set(eps)
+            fd = (loss(top_left + d, box) - loss(top_left - d, box)) / (2 * eps)
+            np.testing.assert_allclose(float(g_top[idx]), float(fd), rtol=1e-5, atol=1e-7)
+        for idx in np.ndindex(*box.shape):
+            d = jnp.zeros_like(box).at[idx].set(eps)
+            fd = (loss(top_left, box + d) - loss(top_left, box - d)) / (2 * eps)
+            np.testing.assert_allclose(float(g_box[idx]), float(fd), rtol=1e-5, atol=1e-7)
+        # At integer positions (every V2 box with top = 0) the gradient is grid_sample's one:
+        # the forward difference of the image, summed over the patch.
+        g0 = jax.grad(loss)(jnp.zeros((b, 1, 2)), None)
+        right = jnp.sum(frames_j[:, :, :patch, 1:patch + 1] * weights_j, axis=(1, 2, 3, 4))
+        here = jnp.sum(frames_j[:, :, :patch, :patch] * weights_j, axis=(1, 2, 3, 4))
+        np.testing.assert_allclose(np.asarray(g0[:, 0, 1]), np.asarray(right - here), rtol=1e-10)
+
+
+def test_bilinear_crop_jits_and_rejects_bad_boxes():
+    frames = jnp.ones((2, 4, 16, 16, 3))
+    fn = jax.jit(lambda f, a: crop.bilinear_crop(f, crop.v2_top_left(a, 16, 8), 8))
+    out = fn(frames, jnp.full((2, 1, 2), 0.5))
+    np.testing.assert_allclose(out, 1.0, atol=1e-6)   # inside the frame: weights sum to 1
+    with pytest.raises(ValueError, match="top_left must be"):
+        crop.bilinear_crop(frames, jnp.zeros((2, 2)), 8)
+    with pytest.raises(ValueError, match="cannot be split"):
+        crop.bilinear_crop(frames, jnp.zeros((2, 3, 2)), 8)
+
+
 def test_oracle_offsets_by_hand():
     boxes = np.array([[[10, 20, 30, 40], [0, 0, 20, 20], [120, 124, 140, 144]]], np.int32)
     # Centres (20, 30), (10, 10), (130, 134); patch 48 on 144 frames: top-left = centre - 24,

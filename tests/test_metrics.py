@@ -1,6 +1,6 @@
-"""Tests for adafocus_jax.metrics: top-k, cross-entropy, the official mAP and clu collections."""
+"""Tests for adafocus_jax.metrics: top-k, cross-entropy and the official mAP (by hand and against
+scikit-learn)."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -46,50 +46,48 @@ def test_map_matches_sklearn_without_ties():
     np.testing.assert_allclose(got, expected, rtol=1e-9)
 
 
-def test_map_multi_label_and_missing_class():
+def test_map_multi_label_and_absent_class():
     scores = np.array([[0.9, 0.8, 0.1], [0.2, 0.9, 0.3]])
     labels = np.array([[0, 1, -1], [1, -1, -1]])
-    # multi_label: class 0 AP 1, class 1 (positives ranks 1, 2) AP 1, class 2 absent -> AP 0.
-    got = metrics.mean_average_precision(scores, labels, multi_label=True, remap_to_present=False)
-    np.testing.assert_allclose(got, 100 * 2 / 3)
-    # single label: only the first label counts; class 0 AP 1, class 1 (positive at rank 1) AP 1.
-    got = metrics.mean_average_precision(scores, labels, multi_label=False, remap_to_present=False)
-    np.testing.assert_allclose(got, 100 * 2 / 3)
+    # multi_label: class 0 AP 1, class 1 (positives at ranks 1, 2) AP 1; class 2 has no positive
+    # and is left out of the mean (and counted).
+    got = metrics.mean_average_precision_detail(scores, labels, multi_label=True)
+    assert got == (100.0, 2, 1)
+    # single label: only the first label counts: video 0 is class 0, video 1 class 1.
+    # Class 0 scores: 0.9 (v0, pos), 0.2 -> AP 1; class 1: 0.9 (v1, pos), 0.8 -> AP 1.
+    got = metrics.mean_average_precision_detail(scores, labels, multi_label=False)
+    assert got == (100.0, 2, 1)
 
 
-def test_map_official_remap_to_present_ranks():
-    # Only labels 1 and 2 occur: the official code maps them to columns 0 and 1 (a quirk).
-    scores = np.array([[0.9, 0.1, 0.0], [0.1, 0.9, 0.0]])
-    labels = np.array([1, 2])
-    remapped = metrics.mean_average_precision(scores, labels, multi_label=False)
-    plain = metrics.mean_average_precision(scores, labels, multi_label=False, remap_to_present=False)
-    np.testing.assert_allclose(remapped, 100 * 2 / 3)   # columns 0, 1 rank their positives first
-    # Plain: class 1 ranks its positive 2nd (AP 1/2); class 2 has all-zero scores, stable order puts
-    # its positive 2nd too (AP 1/2); class 0 has none (AP 0).
-    np.testing.assert_allclose(plain, 100 * (0 + 0.5 + 0.5) / 3)
+def test_map_with_an_absent_class_against_a_hand_computation():
+    """Classes 0 and 2 occur, class 1 does not (e.g. a max_eval_batches subset). The official
+    remap would turn label 2 into column 1 and score class 2's videos with class 1's scores."""
+    scores = np.array([[0.6, 0.1, 0.3],    # v0, label 0
+                       [0.2, 0.7, 0.1],    # v1, label 2
+                       [0.5, 0.2, 0.3],    # v2, label 0
+                       [0.1, 0.3, 0.6]])   # v3, label 2
+    labels = np.array([0, 2, 0, 2])
+    # Class 0 ranking by its column: v0 0.6 (pos), v2 0.5 (pos), v1, v3 -> AP = (1 + 1) / 2 = 1.
+    # Class 2 ranking: v3 0.6 (pos), v0 0.3, v2 0.3, v1 0.1 (pos, rank 4) -> AP = (1 + 2/4) / 2.
+    expected = 100 * (1.0 + 0.75) / 2
+    got = metrics.mean_average_precision_detail(scores, labels, multi_label=False)
+    assert got.map == pytest.approx(expected, rel=1e-12)
+    assert (got.num_present, got.num_absent) == (2, 1)
+    # The same against scikit-learn, class by class over the present classes.
+    truth = np.eye(3)[labels]
+    sk = 100 * np.mean([average_precision_score(truth[:, c], scores[:, c]) for c in (0, 2)])
+    assert got.map == pytest.approx(sk, rel=1e-12)
+    assert metrics.mean_average_precision(scores, labels, multi_label=False) == got.map
+
+
+def test_map_rejects_labels_outside_the_score_columns():
+    with pytest.raises(ValueError, match=r"labels must be in \[-1, 3\)"):
+        metrics.mean_average_precision(np.zeros((2, 3)), np.array([0, 3]), multi_label=False)
 
 
 def test_map_rejects_bad_shapes():
     with pytest.raises(ValueError, match="same N"):
         metrics.mean_average_precision(np.zeros((3, 2)), np.zeros((4,)), multi_label=False)
-
-
-def test_collection_average_and_last_value_inside_jit():
-    cls = metrics.make_collection(["loss", "lr_focuser"])
-
-    @jax.jit
-    def step(loss, lr):
-        return cls.single_from_model_output(loss=loss, lr_focuser=lr)
-
-    merged = step(jnp.float32(1.0), jnp.float32(0.1)).merge(step(jnp.float32(3.0), jnp.float32(0.05)))
-    out = metrics.to_host_scalars(merged.compute())
-    assert out == pytest.approx({"loss": 2.0, "lr_focuser": 0.05})
-
-
-def test_collection_masked_average():
-    cls = metrics.make_collection(["top1"])
-    m = cls.single_from_model_output(top1=jnp.array([1.0, 0.0, 1.0]), mask=jnp.array([True, True, False]))
-    assert metrics.to_host_scalars(m.compute())["top1"] == pytest.approx(0.5)
 
 
 def test_patch_hit_fraction_by_hand():
@@ -106,4 +104,3 @@ def test_patch_hit_fraction_by_hand():
                                rtol=1e-6)
     with pytest.raises(ValueError, match="policy steps"):
         metrics.patch_hit_fraction(np.zeros((2, 2, 2), np.int32), boxes, 10)
-

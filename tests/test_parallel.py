@@ -1,7 +1,9 @@
 """Data parallelism: the same step on 8 devices (batch sharded) and on 1 device agrees, including
-BatchNorm statistics (global-batch statistics under SPMD jit) and the PPO stage's sampling."""
+BatchNorm statistics (global-batch statistics under SPMD jit) and the PPO stage's sampling, for
+both policy families (Sth-Sth Gaussian, ActivityNet categorical per frame with the GRU classifier)."""
 
 import copy
+import os
 
 import jax
 import numpy as np
@@ -26,7 +28,8 @@ def _step(dataset, name, mesh, batch_np):
     return to_host(state), to_host(step_metrics)
 
 
-@pytest.mark.parametrize("dataset,name", [("sthv2", "stage1"), ("sthv2", "stage2")])
+@pytest.mark.parametrize("dataset,name", [("sthv2", "stage1"), ("sthv2", "stage2"),
+                                          ("actnet", "stage2")])
 def test_sharded_step_matches_single_device(dataset, name):
     config, _, _ = setup(dataset)
     batch_np = host_batch(config)
@@ -53,3 +56,32 @@ def test_shard_batch_layout_and_errors():
     assert out["label"].addressable_shards[3].data.shape == (1,)
     with pytest.raises(ValueError, match="not divisible by the 8 devices"):
         parallel.check_batch_size(12, mesh, "stage x")
+
+
+def test_prefetch_to_mesh_keeps_order_and_reads_ahead():
+    mesh = parallel.make_mesh()
+    pulled = []
+
+    def batches():
+        for i in range(5):
+            pulled.append(i)
+            yield {"label": np.full(8, i, np.int32), "mask": np.ones(8, bool)}
+
+    it = parallel.prefetch_to_mesh(batches(), mesh, size=3)
+    first = next(it)
+    # Handing out batch 0 has already issued the copies of batches 1 and 2.
+    assert pulled == [0, 1, 2]
+    assert first["label"].sharding.spec == jax.sharding.PartitionSpec("data")
+    rest = [int(np.asarray(b["label"])[0]) for b in it]
+    assert [int(np.asarray(first["label"])[0])] + rest == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="prefetch size"):
+        next(parallel.prefetch_to_mesh(batches(), mesh, size=0))
+
+
+def test_loader_workers_default_to_the_cpu_count():
+    from adafocus_jax import data as data_lib, stages
+    config, _, _ = setup("sthv2")
+    assert stages.add_training_config(copy.deepcopy(config)).train.num_workers == -1
+    source = data_lib.create_source(config.data, "train")
+    loader = data_lib.make_loader(source, batch_size=8, shuffle=True, seed=0, num_workers=-1)
+    assert loader.num_workers == (os.cpu_count() or 1)

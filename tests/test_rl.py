@@ -32,16 +32,17 @@ def test_normalize_returns_matches_unbiased_torch_convention():
     returns = jnp.array([[1.0, 2.0], [3.0, 6.0]])
     values = np.array([1.0, 2.0, 3.0, 6.0])
     expected = (values - values.mean()) / (values.std(ddof=1) + 1e-5)
-    np.testing.assert_allclose(rl.normalize_returns(returns).ravel(), expected, rtol=1e-5)
+    got = rl.normalize_returns_masked(returns, jnp.ones(2, bool))
+    np.testing.assert_allclose(np.asarray(got).ravel(), expected, rtol=1e-5)
 
 
 def test_normalize_returns_batch_of_one_is_finite_zero():
     # torch.std of a single element is NaN; ours must give 0, not NaN.
-    out = rl.normalize_returns(jnp.array([[0.37]]))
+    out = rl.normalize_returns_masked(jnp.array([[0.37]]), jnp.ones(1, bool))
     assert np.isfinite(out).all()
     np.testing.assert_allclose(out, [[0.0]], atol=1e-6)
     # Constant returns (std 0) are finite too.
-    out = rl.normalize_returns(jnp.full((4, 3), 2.0))
+    out = rl.normalize_returns_masked(jnp.full((4, 3), 2.0), jnp.ones(4, bool))
     np.testing.assert_allclose(out, np.zeros((4, 3)), atol=1e-6)
 
 
@@ -52,9 +53,11 @@ def test_categorical_log_prob_and_entropy_by_hand():
     np.testing.assert_allclose(lp, [[math.log(0.25)]], rtol=1e-6)
     ent = rl.categorical_entropy(logits)
     np.testing.assert_allclose(ent, [[-(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25))]], rtol=1e-6)
-    # The mode is the first maximum, like torch.argmax.
+    # The mode (the model's inference action) is the first maximum, like torch.argmax.
+    from adafocus_jax import models
     tie = jnp.array([[[1.0, 3.0, 3.0]]])
     assert int(rl.categorical_mode(tie)[0, 0]) == 1
+    assert int(models.deterministic_actions("categorical", tie)[0, 0]) == 1
 
 
 def test_categorical_sample_frequencies():
@@ -127,7 +130,21 @@ def test_ppo_gradient_at_ratio_one_equals_reinforce_gradient():
                                  rl.categorical_entropy(lg)).total
 
     np.testing.assert_allclose(jax.grad(ppo)(logits), jax.grad(reinforce)(logits), atol=1e-6)
-    assert float(rl.ppo_loss(old, old, values, returns, values).ratio_mean) == 1.0
+    assert np.abs(np.asarray(jax.grad(ppo)(logits))).max() > 1e-3     # a real gradient
+
+
+def test_ppo_diagnostics_by_hand():
+    """ratio mean, clip fraction and the approximate KL E[(r - 1) - log r] at log-ratios
+    (0.1, -0.3, 0.5) with eps 0.2, one entry weighted out."""
+    log_ratio = np.array([0.1, -0.3, 0.5, 2.0])
+    old = np.full(4, -1.0)
+    weights = jnp.array([[1.0, 1.0, 1.0, 0.0]])
+    terms = rl.ppo_loss(jnp.asarray([old + log_ratio]), jnp.asarray([old]), jnp.zeros((1, 4)),
+                        jnp.ones((1, 4)), jnp.zeros((1, 4)), weights=weights)
+    r = np.exp(log_ratio[:3])
+    np.testing.assert_allclose(float(terms.ratio_mean), r.mean(), rtol=1e-6)
+    np.testing.assert_allclose(float(terms.clip_fraction), 2 / 3, rtol=1e-6)   # 0.74, 1.65
+    np.testing.assert_allclose(float(terms.approx_kl), np.mean(r - 1 - log_ratio[:3]), rtol=1e-5)
 
 
 def test_value_gradient_flows_only_through_value_term():

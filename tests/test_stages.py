@@ -22,7 +22,7 @@ def _params():
 def test_recipes_resolve_for_both_families():
     sth, anet = tiny_config("sthv2"), tiny_config("actnet")
     assert stages.stage_names(sth) == ["stage1", "stage2", "stage3"]
-    assert stages.stage_names(anet) == ["stage0_focuser", "stage0_glancer", "stage1", "stage2",
+    assert stages.stage_names(anet) == ["stage0_glancer", "stage0_focuser", "stage1", "stage2",
                                         "stage3"]
     r = stages.resolve_recipe(sth, "stage2")
     assert (r.loss, r.patch_mode, r.optimizer, r.trained_modules) == ("ppo", "sample", "adam",
@@ -30,6 +30,110 @@ def test_recipes_resolve_for_both_families():
     assert r.restore == {"glancer": "stage1", "focuser": "stage1", "classifier": "stage1"}
     r = stages.resolve_recipe(anet, "stage1")
     assert (r.loss, r.modes["focuser"], r.modes["glancer"]) == ("step_ce", True, False)
+
+
+def _load(name, arg=None):
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                        f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"config_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def test_stage_order_is_the_recipes_and_a_user_stage_runs_where_listed():
+    """ml_collections sorts config.stages; the order comes from config.stage_order."""
+    anet = tiny_config("actnet")
+    assert list(anet.stages.keys())[:2] == ["stage0_focuser", "stage0_glancer"]   # sorted
+    assert stages.stage_names(anet)[:2] == ["stage0_glancer", "stage0_focuser"]
+    # A user stage "finetune" (sorts first) runs where config.stage_order puts it: last.
+    anet.stages.finetune = copy.deepcopy(anet.stages.stage3)
+    with pytest.raises(ValueError, match=r"config.stage_order=.*missing \['finetune'\]"):
+        stages.stage_names(anet)
+    anet.stage_order += ",finetune"
+    assert stages.stage_names(anet)[-1] == "finetune"
+    # The user override picks stages, in the recipe's order.
+    anet.run_stages = "stage2,finetune"
+    assert stages.stage_names(anet) == ["stage2", "finetune"]
+    anet.run_stages = "finetune,stage2"
+    with pytest.raises(ValueError, match=r"config.run_stages='finetune,stage2': stages must follow"):
+        stages.stage_names(anet)
+    anet.run_stages = "stage2,stage2"
+    with pytest.raises(ValueError, match="lists a stage twice"):
+        stages.stage_names(anet)
+    anet.stage_order = "stage0_glancer,stage1,stage9"
+    with pytest.raises(ValueError, match=r"config.stage_order=.*unknown \['stage9'\]"):
+        stages.stage_names(anet)
+
+
+def test_stage_seeds_depend_on_the_stage_name_only():
+    """Adding, renaming or reordering other stages, or choosing run_stages, never changes a
+    stage's seed; different stages get different seeds."""
+    import zlib
+    anet = tiny_config("actnet")
+    before = {n: stages.stage_seed(anet, n) for n in stages.stage_names(anet)}
+    assert len(set(before.values())) == len(before)
+    assert before["stage1"] == (1007 + zlib.crc32(b"stage1")) % 2 ** 31
+    # Add a stage before stage1 and rename stage0_focuser.
+    anet.stages.aaa_warmup = copy.deepcopy(anet.stages.stage1)
+    anet.stages.stage0_local = anet.stages.stage0_focuser
+    del anet.stages["stage0_focuser"]
+    anet.stage_order = "aaa_warmup,stage0_glancer,stage0_local,stage1,stage2,stage3"
+    anet.run_stages = "stage1,stage3"
+    for name in ("stage0_glancer", "stage1", "stage2", "stage3"):
+        assert stages.stage_seed(anet, name) == before[name], name
+    anet.seed = 1008
+    assert stages.stage_seed(anet, "stage1") != before["stage1"]
+
+
+def test_official_configs_refuse_a_random_init_and_hand_on_the_best():
+    """ActivityNet / FCVID / Mini-K hand on their best-validated variables (official); every
+    official config refuses to start when a stage restores from an empty config.init_from, unless
+    config.allow_random_init (which the tiny and synthetic configs set)."""
+    for name in ("actnet", "fcvid", "minik", "sthv1", "sthv2"):
+        config = _load(name)
+        assert config.train.handoff == ("last" if name.startswith("sth") else "best"), name
+        assert not config.allow_random_init
+        first = stages.stage_names(config)[0]
+        with pytest.raises(ValueError, match=rf"config.init_from is empty.*'{first}: glancer'.*"
+                                             r"--config.allow_random_init=True"):
+            stages.check_init_from(config, stages.stage_names(config))
+        # Stages that restore only from earlier stages need no init_from.
+        stages.check_init_from(config, ["stage2", "stage3"])
+        config.init_from = "/some/converted/weights"
+        stages.check_init_from(config, stages.stage_names(config))
+    assert tiny_config("actnet").allow_random_init and _load("synthetic").allow_random_init
+    stages.check_init_from(tiny_config("sthv2"), ["stage1"])
+
+    # restore_modules itself (e.g. a stage run through run_stage) refuses too.
+    config = _load("sthv2")
+    recipe = stages.resolve_recipe(config, "stage1")
+    variables = {"params": jax.tree.map(np.asarray, _params()), "batch_stats": {}}
+    with pytest.raises(ValueError, match=r"stage stage1: restore glancer=init_from, but "
+                                         r"config.init_from is empty.*allow_random_init"):
+        train.restore_modules(variables, recipe, {}, config, "/nonexistent")
+    config.allow_random_init = True
+    out = train.restore_modules(variables, recipe, {}, config, "/nonexistent")
+    np.testing.assert_array_equal(out["params"]["glancer"]["conv"]["kernel"], 1.0)
+
+
+def test_sthsth_discrete_policy_option():
+    """configs/sthv2.py:policy=discrete is the official categorical policy over a 5 x 5 grid."""
+    for name in ("sthv1", "sthv2"):
+        config = _load(name, "patch=144,policy=discrete")
+        policy = config.model.policy
+        assert (policy.kind, policy.grid_size, policy.per_frame, policy.encoder_bn) == (
+            "categorical", 5, False, True)
+        assert _load(name).model.policy.kind == "gaussian"
+    with pytest.raises(ValueError, match=r"policy='grid'.*expected one of"):
+        _load("sthv2", "policy=grid")
+    with pytest.raises(ValueError, match="policy=discrete is an option of sthv1/sthv2 only"):
+        _load("actnet", "policy=discrete")
+    with pytest.raises(ValueError, match=r"unknown options \['colour'\]"):
+        tiny_config("sthv2,colour=red")
+    assert tiny_config("sthv2,policy=discrete").model.policy.kind == "categorical"
 
 
 def test_bad_recipe_values_name_the_key():
@@ -196,7 +300,7 @@ def test_masked_return_normalisation_ignores_padding():
     np.testing.assert_allclose(got[:2], want, rtol=1e-6)
     np.testing.assert_array_equal(got[2], [0.0, 0.0])
     full = rl.normalize_returns_masked(returns[:2], jnp.array([True, True]))
-    np.testing.assert_allclose(full, rl.normalize_returns(returns[:2]), rtol=1e-6)
+    np.testing.assert_allclose(full, want, rtol=1e-6)           # all valid: the official formula
 
 
 def test_metric_summary_and_nan_stop():

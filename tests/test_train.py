@@ -9,9 +9,11 @@ import copy
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+from sklearn.metrics import average_precision_score
 
-from adafocus_jax import evaluate, metrics, parallel, rl, stages, train
+from adafocus_jax import evaluate, metrics, models, parallel, stages, train
 from adafocus_jax import data as data_lib
 from adafocus_jax.data.transforms import normalize
 from train_helpers import host_batch, setup, stage_state, to_host
@@ -36,7 +38,7 @@ def _run_one_step(dataset, name, mesh=None, config=None, **ppo):
 @pytest.mark.parametrize("dataset,name", [
     ("sthv2", "stage1"), ("sthv2", "stage2"), ("sthv2", "stage3"),
     ("actnet", "stage0_glancer"), ("actnet", "stage0_focuser"), ("actnet", "stage1"),
-    ("actnet", "stage3")])
+    ("actnet", "stage2"), ("actnet", "stage3")])
 def test_one_step_per_stage_on_8_devices(dataset, name):
     assert jax.device_count() == 8
     recipe, state, new_state, step_metrics = _run_one_step(dataset, name)
@@ -154,7 +156,6 @@ def test_ppo_step_rewards_returns_and_loss_by_hand():
     adv_s = norm_s - values
     expected_s = (-wmean(adv_s) + recipe.ppo["value_coef"] * wmean((values - norm_s) ** 2)
                   - recipe.ppo["entropy_coef"] * wmean(entropy))
-    assert step_metrics["ratio"] == pytest.approx(1.0, abs=1e-6)
     assert step_metrics["loss"] == pytest.approx(expected_s, abs=1e-4)
     assert step_metrics["reward"] == pytest.approx(
         (rollout_step["rewards"].mean(1) * mask).sum() / mask.sum(), abs=1e-6)
@@ -195,26 +196,76 @@ def _with_ppo(config, **values):
     return config
 
 
-def test_ppo_several_epochs_moves_further_and_starts_at_ratio_one():
-    recipe, state, new_state, step_metrics = _run_one_step(
-        "sthv2", "stage2", mesh=parallel.make_mesh(jax.devices()[:1]), epochs=3)
-    assert recipe.ppo["epochs"] == 3
-    assert step_metrics["ratio"] == pytest.approx(1.0, abs=1e-6)   # the first epoch's terms
-    _, _, one_epoch, _ = _run_one_step("sthv2", "stage2",
-                                       mesh=parallel.make_mesh(jax.devices()[:1]))
+def test_ppo_diagnostics_come_from_the_last_epoch():
+    """K = 2: ratio, clip fraction, approximate KL, the loss terms and the policy's gradient norm
+    are those of the second epoch, i.e. of the policy after the first update (which is the K = 1
+    step's result), recomputed here from that policy on the step's rollout; with K = 1 the ratio is
+    1 and the KL 0, so the logged values differ."""
+    base, model, variables = setup("sthv2")
+    config = copy.deepcopy(base)
+    config.stages.stage2.lr.policy = 0.02       # a visible update, so the second epoch's ratio moves
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    _, state, one, m1 = _run_one_step("sthv2", "stage2", mesh=mesh, config=config)
+    recipe, _, two, m2 = _run_one_step("sthv2", "stage2", mesh=mesh, config=config, epochs=2)
+    assert recipe.ppo["epochs"] == 2
+    batch = parallel.shard_batch(host_batch(config), mesh)
+    key = jax.random.fold_in(jax.random.key(5), 0)       # _run_one_step's seed, step 0
+
+    @jax.jit
+    def second_epoch(variables, policy, batch):
+        rollout = train.ppo_rollout(model, recipe, variables, batch, key)
+
+        def loss(policy):
+            v = {"params": {**variables["params"], "policy": policy},
+                 "batch_stats": variables["batch_stats"]}
+            return train.policy_loss(model, recipe, v, rollout, batch["mask"])
+
+        (_, terms), grads = jax.value_and_grad(loss, has_aux=True)(policy)
+        return terms, optax.tree.norm(grads)
+
+    terms, grad_norm = to_host(second_epoch(state.variables, one.params["policy"], batch))
+    for key_, value in (("ratio", terms.ratio_mean), ("clip_fraction", terms.clip_fraction),
+                        ("approx_kl", terms.approx_kl), ("loss", terms.total),
+                        ("policy_loss", terms.policy), ("grad_norm_policy", grad_norm)):
+        assert m2[key_] == pytest.approx(float(value), rel=1e-3, abs=1e-6), key_
+    # The K = 1 values are those at the acting policy: ratio 1, KL 0.
+    assert m1["ratio"] == pytest.approx(1.0, abs=1e-6) and abs(m1["approx_kl"]) < 1e-6
+    assert abs(m2["ratio"] - 1.0) > 1e-5 and m2["approx_kl"] > 1e-5
+    assert m2["grad_norm_policy"] != pytest.approx(m1["grad_norm_policy"], rel=1e-3)
     start = to_host(state.params["policy"])
-    moved3 = sum(np.abs(a - b).sum() for a, b in zip(
-        jax.tree.leaves(to_host(new_state.params["policy"])), jax.tree.leaves(start)))
-    moved1 = sum(np.abs(a - b).sum() for a, b in zip(
-        jax.tree.leaves(to_host(one_epoch.params["policy"])), jax.tree.leaves(start)))
-    assert moved3 > 1.5 * moved1
+    moved = [sum(np.abs(a - b).sum() for a, b in zip(
+        jax.tree.leaves(to_host(s.params["policy"])), jax.tree.leaves(start))) for s in (one, two)]
+    assert moved[1] > moved[0] > 0
 
 
-def test_single_video_batch_gives_finite_loss():
-    """A batch with one valid video: the return std is 0, the normalised returns are 0, no NaN."""
-    returns = jnp.array([[0.3], [0.9]])
-    norm = rl.normalize_returns_masked(returns, jnp.array([True, False]))
-    np.testing.assert_array_equal(np.asarray(norm), [[0.0], [0.0]])
+def test_single_video_batch_gives_a_finite_ppo_step():
+    """ActivityNet stage 2 with one valid video: the return std over its steps is well defined,
+    but with one video and one step (Sth-Sth) it is not; both give a finite step. Sth-Sth: the
+    normalised return is 0, so the loss is mean(V) + 0.5 mean(V^2) - 0.01 entropy (hand)."""
+    config, model, variables = setup("sthv2")
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    state, recipe, schedules = stage_state(config, variables, "stage2", mesh)
+    batch_np = host_batch(config)
+    batch_np["mask"][:] = False
+    batch_np["mask"][2] = True
+    batch = parallel.shard_batch(batch_np, mesh)
+    step = train.jit_train_step(train.make_train_step(model, recipe, schedules, seed=0), mesh,
+                                donate=False)
+    new_state, step_metrics = step(state, batch)
+    step_metrics = to_host(step_metrics)
+    assert step_metrics["num_valid"] == 1
+    for leaf in jax.tree.leaves(to_host(new_state.params["policy"])):
+        assert np.isfinite(leaf).all()
+    rollout = to_host(jax.jit(lambda v, b: train.ppo_rollout(
+        model, recipe, v, b, jax.random.fold_in(jax.random.key(0), 0)))(state.variables, batch))
+    np.testing.assert_array_equal(rollout["norm_returns"], 0.0)
+    (_, values), _ = jax.jit(lambda v, s: model.apply(v, s, True, method="policy_forward",
+                                                      mutable=["batch_stats"]))(
+        state.variables, rollout["states"])
+    v = float(np.asarray(values)[2].mean())
+    entropy = 1 + np.log(2 * np.pi) + 2 * np.log(0.25)           # the constant Gaussian entropy
+    expected = v + 0.5 * v * v - 0.01 * entropy                  # -mean(0 - V) + ... at ratio 1
+    assert step_metrics["loss"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
 
 
 def test_evaluate_counts_every_video_once_and_matches_manual_top1():
@@ -230,9 +281,12 @@ def test_evaluate_counts_every_video_once_and_matches_manual_top1():
     top1 = 100.0 * np.mean(np.asarray(metrics.topk_correct(jnp.asarray(logits), labels, 1)))
     assert result["top1"] == pytest.approx(top1)
     scores = np.asarray(jax.nn.softmax(logits, -1))
-    expected_map = metrics.mean_average_precision(scores, labels, multi_label=False)
+    present = sorted(set(labels.tolist()))
+    expected_map = 100 * np.mean([average_precision_score(labels == c, scores[:, c])
+                                  for c in present])
     assert config.eval.metric == "map"
     assert result["map"] == pytest.approx(expected_map, abs=1e-3)
+    assert result["map_absent_classes"] == scores.shape[1] - len(present)
     limited = evaluate.evaluate_model(config, model, variables, source, patch_mode="glancer",
                                       batch_size=8, max_batches=1)
     assert limited["num_videos"] == 8
@@ -407,3 +461,33 @@ def test_batchnorm_running_variance_uses_the_biased_batch_variance():
     biased = np.var(np.asarray(x), axis=0)
     np.testing.assert_allclose(var, 0.9 * 1.0 + 0.1 * biased, rtol=1e-5)
     assert not np.allclose(var, 0.9 + 0.1 * biased * 64 / 63, rtol=1e-5)
+
+
+def test_sthsth_discrete_policy_trains_and_evaluates(tmp_path):
+    """`policy=discrete` (the official categorical Sth-Sth policy, 5 x 5 grid, one location per
+    video): the PPO stage trains the policy on 8 devices and the policy evaluation runs; inference
+    patches lie on the grid's offsets floor(i / 4 * (64 - 32)) = 0, 8, 16, 24, 32."""
+    import json
+    from clu import metric_writers
+    from train_helpers import tiny_config
+    config = tiny_config("sthv2,policy=discrete")
+    config.train.num_steps = 2
+    config.train.max_eval_batches = 1
+    model = models.create_model(config)
+    variables = train.initial_variables(config, model)
+    assert variables["params"]["policy"]["actor"]["kernel"].shape[-1] == 25
+    source = data_lib.create_source(config.data, "train")
+    with train._StopFlag() as stop:
+        state = train.run_stage(config, "stage2", str(tmp_path), {"stage1": variables},
+                                parallel.make_mesh(), metric_writers.LoggingWriter(), stop,
+                                model=model, train_source=source, init_variables=variables)
+    assert int(state.step) == 2 and state.trained == ("policy",)
+    assert _changed(variables["params"]["policy"], to_host(state.params["policy"]))
+    results = json.loads((tmp_path / "stage2" / "results.json").read_text())
+    assert results["final_eval"]["num_videos"] == 8 and np.isfinite(results["final_eval"]["loss"])
+    batch = host_batch(config)
+    out = jax.jit(lambda v, g, f: model.apply(v, g, f, train=False, patch_mode="policy"))(
+        state.variables, jnp.asarray(normalize(batch["glance"])),
+        jnp.asarray(normalize(batch["focus"])))
+    offsets = np.asarray(out.patch_offsets)
+    assert offsets.shape == (8, 1, 2) and set(offsets.ravel()) <= {0, 8, 16, 24, 32}

@@ -466,6 +466,29 @@ def get_patch(images: torch.Tensor, action: torch.Tensor, patch_size: int):
     return torch.stack(patches), offsets
 
 
+def v2_grid_patches(images: torch.Tensor, top_left: torch.Tensor, patch_size: int,
+                    box_size=None) -> torch.Tensor:
+    """AdaFocusV2 crop (adafocus_family.md §1.2): one box per row, resampled with `affine_grid` +
+    `grid_sample` (bilinear, zero padding, align_corners=False).
+
+    images `[N, C, H, W]`; top_left `[N, 2]` float (row, col) in pixels; box_size: side in pixels
+    (float or `[N]`, default P). The affine matrix maps the output grid onto the box: scale side/H
+    (side/W) and translation −1 + (2·top + side)/H, i.e. −1 + (x1 + x2)/H with x2 = x1 + side.
+    Returns `[N, C, P, P]`.
+    """
+    n, c, h, w = images.shape
+    side = torch.full((n,), float(patch_size), dtype=images.dtype) if box_size is None else \
+        torch.as_tensor(box_size, dtype=images.dtype).expand(n)
+    y1, x1 = top_left[:, 0].to(images.dtype), top_left[:, 1].to(images.dtype)
+    theta = torch.zeros(n, 2, 3, dtype=images.dtype)
+    theta[:, 0, 0] = side / w
+    theta[:, 1, 1] = side / h
+    theta[:, 0, 2] = -1 + (x1 + x1 + side) / w
+    theta[:, 1, 2] = -1 + (y1 + y1 + side) / h
+    grid = F.affine_grid(theta, [n, c, patch_size, patch_size], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 # --------------------------------------------------------------------------------------------------
 # The official inference compositions (§3.1, §3.2)
 # --------------------------------------------------------------------------------------------------
@@ -708,3 +731,193 @@ def build_anet(model_config, seed: int = 0, calibration_batch: int = 4) -> ANetA
     frames = random_frames(calibration_batch, c.num_glance_frames, c.input_size, gen)
     return calibrate_batch_norm(model, (frames,),
                                 gen)
+
+
+# --------------------------------------------------------------------------------------------------
+# AdaFocusV2 (adafocus_family.md §1.2): the networks with the official module names, so that
+# `state_dict()` has the released V2 key layout (`module.global_CNN...` after DataParallelNames).
+# --------------------------------------------------------------------------------------------------
+
+def v2_frame_order(num_frames: int) -> list:
+    """The `--sample` order: middle, first, last, then the midpoints of 2, 4, 8, ... intervals of
+    floor(linspace(0, T − 1, q + 1)), each index once (written as plainly as possible)."""
+    order = []
+    for index in ((num_frames - 1) // 2, 0, num_frames - 1):
+        if index not in order:
+            order.append(index)
+    q = 2
+    while len(order) < num_frames:
+        edges = [math.floor(i * (num_frames - 1) / q) for i in range(q + 1)]
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            if (lo + hi) // 2 not in order:
+                order.append((lo + hi) // 2)
+        q *= 2
+    return order
+
+
+class V2PolicyANet(nn.Module):
+    """ActivityNet V2 `policy_stn`: encoder (conv, BN2d, tanh, flatten, Linear, BN1d, tanh), a GRU
+    over the frames, fc = (Linear(2), sigmoid)."""
+
+    def __init__(self, feature_dim, map_size, hidden_dim, num_frames):
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Conv2d(feature_dim, 64, 1, bias=False), nn.BatchNorm2d(64), nn.Tanh(), nn.Flatten(),
+            nn.Linear(64 * map_size * map_size, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.Tanh())
+        self.gru = nn.GRU(hidden_dim, hidden_dim, batch_first=True)
+        self.fc = nn.Sequential(nn.Linear(hidden_dim, 2), nn.Sigmoid())
+        self.num_frames, self.hidden_dim = num_frames, hidden_dim
+
+    def forward(self, maps):
+        """`[N*T, C, m, m]` → actions `[N*T, 2]` (row, col)."""
+        x = self.encoder(maps).view(-1, self.num_frames, self.hidden_dim)
+        out, _ = self.gru(x)
+        return self.fc(out.reshape(-1, self.hidden_dim))
+
+
+class V2FrameExitClassifier(nn.Module):
+    """ActivityNet V2 `classifier`: mlp.layers = (Linear(4096), BN1d, ReLU), running max over the
+    frames, classifiers[t] = (Dropout, Linear) per frame."""
+
+    def __init__(self, input_dim, num_frames, num_classes, hidden_dim=4096, dropout=0.2):
+        super().__init__()
+        self.mlp = nn.Module()
+        self.mlp.layers = nn.Sequential(nn.Linear(input_dim, hidden_dim),
+                                        nn.BatchNorm1d(hidden_dim), nn.ReLU())
+        self.classifiers = nn.ModuleList(
+            [nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_dim, num_classes))
+             for _ in range(num_frames)])
+        self.num_frames = num_frames
+
+    def forward(self, features):
+        """`[N, T, D]` → step logits `[N, T, K]`."""
+        n, t, d = features.shape
+        z = self.mlp.layers(features.reshape(n * t, d)).view(n, t, -1)
+        running, outs = z[:, 0], []
+        for i in range(t):
+            if i > 0:
+                running = torch.maximum(running, z[:, i])
+            outs.append(self.classifiers[i](running))
+        return torch.stack(outs, 1)
+
+
+class ANetAdaFocusV2(nn.Module):
+    """ActivityNet V2 (inference): global_CNN (TSM-layout MobileNetV2 with its unused 1000-way
+    classifier) + global_CNN_fc, local_CNN (torchvision ResNet with its unused fc) + local_CNN_fc,
+    policy_stn, classifier. Frames arrive in the coarse-to-fine order already."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.global_CNN = MobileNetV2("tsm", 1000, c.glancer.width_mult, c.glancer.last_channel)
+        g = self.global_CNN.last_channel
+        self.global_CNN_fc = nn.Sequential(nn.Dropout(0.2), nn.Linear(g, c.num_classes))
+        self.local_CNN = ResNet(1000, c.focuser.width, tuple(c.focuser.stage_sizes))
+        f = self.local_CNN.num_features
+        self.local_CNN_fc = nn.Sequential(nn.Dropout(0.2), nn.Linear(f, c.num_classes))
+        self.policy_stn = V2PolicyANet(g, _map_size(c), c.policy.hidden_dims[0],
+                                       c.num_glance_frames)
+        self.classifier = V2FrameExitClassifier(g + f, c.num_glance_frames, c.num_classes,
+                                                c.classifier.hidden_dim)
+        self.patch_size, self.num_frames = c.patch_size, c.num_glance_frames
+
+    def forward(self, frames):
+        """frames `[N, T, 3, S, S]` (coarse-to-fine order) → dict of logits `[N, K]`, step logits
+        `[N, T, K]`, actions `[N, T, 2]`, top-left boxes `[N, T, 2]`."""
+        n, t, _, s, _ = frames.shape
+        images = frames.reshape(n * t, 3, s, s)
+        maps = self.global_CNN.features(images)
+        global_feat = maps.mean(dim=(2, 3))
+        actions = self.policy_stn(maps)
+        top_left = actions * (s - self.patch_size)
+        patches = v2_grid_patches(images, top_left, self.patch_size)
+        local_feat = torch.flatten(self.local_CNN.get_featmap(patches), 1)
+        cat = torch.cat([global_feat, local_feat], -1).view(n, t, -1)
+        step_logits = self.classifier(cat)
+        return {"logits": step_logits[:, -1], "step_logits": step_logits,
+                "actions": actions.view(n, t, 2), "top_left": top_left.view(n, t, 2),
+                "global_logits": self.global_CNN_fc(global_feat).view(n, t, -1),
+                "local_logits": self.local_CNN_fc(local_feat).view(n, t, -1)}
+
+
+class V2TSN(nn.Module):
+    """The V2 TSN: base_model (head replaced by a parameterless Dropout), `new_fc` on the detached
+    features and `new_new_fc` ("reg") on the features; segment consensus = mean."""
+
+    def __init__(self, base_model, feature_dim, num_classes, num_segments):
+        super().__init__()
+        self.base_model = base_model
+        self.new_fc = nn.Linear(feature_dim, num_classes)
+        self.new_new_fc = nn.Linear(feature_dim, num_classes)
+        self.num_segments = num_segments
+
+    def heads(self, features):
+        """`[N*T, F]` → (mean logits `[N, K]`, mean reg logits `[N, K]`)."""
+        base = self.new_fc(features.detach()).view(-1, self.num_segments, self.new_fc.out_features)
+        reg = self.new_new_fc(features).view(-1, self.num_segments, self.new_fc.out_features)
+        return base.mean(1), reg.mean(1)
+
+
+class SthSthAdaFocusV2(nn.Module):
+    """Sth-Sth V2 (inference): TSM MobileNetV2 / ResNet-50 TSNs, the MLP `policy_stn` over the
+    channel-concatenated glance maps (one location per video), logits summed."""
+
+    def __init__(self, c):
+        super().__init__()
+        mobilenet = MobileNetV2("tsm", None, c.glancer.width_mult, c.glancer.last_channel,
+                                num_segments=c.num_glance_frames)
+        self.global_CNN = V2TSN(mobilenet, mobilenet.last_channel, c.num_classes,
+                                c.num_glance_frames)
+        resnet = ResNet(None, c.focuser.width, tuple(c.focuser.stage_sizes), c.num_focus_frames)
+        self.local_CNN = V2TSN(resnet, resnet.num_features, c.num_classes, c.num_focus_frames)
+        m = _map_size(c)
+        d1, d2 = c.policy.hidden_dims
+        self.policy_stn = nn.Sequential(
+            nn.Conv2d(c.num_glance_frames * mobilenet.last_channel, 64, 1, bias=False),
+            nn.BatchNorm2d(64), nn.Tanh(), nn.Flatten(), nn.Linear(64 * m * m, d1),
+            nn.BatchNorm1d(d1), nn.Tanh(), nn.Linear(d1, d2), nn.BatchNorm1d(d2), nn.Tanh(),
+            nn.Linear(d2, 2), nn.Sigmoid())
+        self.patch_size = c.patch_size
+        self.tg, self.tl = c.num_glance_frames, c.num_focus_frames
+
+    def forward(self, glance, focus):
+        """glance `[N, T_G, 3, S, S]`, focus `[N, T_L, 3, S, S]` → dict of logits `[N, K]`,
+        actions and top-left `[N, 1, 2]`, reg logits."""
+        n, s = glance.shape[0], glance.shape[-1]
+        maps = self.global_CNN.base_model.features(glance.reshape(n * self.tg, 3, s, s))
+        g_logit, g_reg = self.global_CNN.heads(maps.mean(dim=(2, 3)))
+        stacked = maps.reshape(n, self.tg * maps.shape[1], *maps.shape[2:])   # frame-major
+        actions = self.policy_stn(stacked)
+        top_left = actions * (s - self.patch_size)
+        per_frame = top_left.repeat_interleave(self.tl, 0)
+        patches = v2_grid_patches(focus.reshape(n * self.tl, 3, s, s), per_frame, self.patch_size)
+        local = torch.flatten(self.local_CNN.base_model.get_featmap(patches), 1)
+        l_logit, l_reg = self.local_CNN.heads(local)
+        return {"logits": g_logit + l_logit, "actions": actions[:, None],
+                "top_left": top_left[:, None], "global_reg": g_reg, "local_reg": l_reg}
+
+
+def v2_file(model: nn.Module, with_module_prefix: bool = True) -> dict:
+    """A released V2 checkpoint: `{'state_dict': DataParallel(model).state_dict(), ...}`."""
+    wrapped = DataParallelNames(model) if with_module_prefix else model
+    return {"epoch": 50, "state_dict": wrapped.state_dict(), "best_prec1": torch.tensor(60.5)}
+
+
+def build_v2(model_config, seed: int = 0, calibration_batch: int = 4) -> nn.Module:
+    """The V2 reference of `model_config` (ActivityNet family or Sth-Sth), random weights,
+    calibrated and randomised BN, eval mode."""
+    torch.manual_seed(seed)
+    c = model_config
+    gen = torch.Generator().manual_seed(seed + 1)
+    if c.policy.per_frame:
+        model = ANetAdaFocusV2(c)
+        inputs = (random_frames(calibration_batch, c.num_glance_frames, c.input_size, gen),)
+        actor = model.policy_stn.fc[0]
+    else:
+        model = SthSthAdaFocusV2(c)
+        inputs = (random_frames(calibration_batch, c.num_glance_frames, c.input_size, gen),
+                  random_frames(calibration_batch, c.num_focus_frames, c.input_size, gen))
+        actor = model.policy_stn[-2]
+    with torch.no_grad():   # locations that depend on the input and spread over the frame
+        actor.weight.mul_(6.0)
+        actor.bias.zero_()
+    return calibrate_batch_norm(model, inputs, gen)

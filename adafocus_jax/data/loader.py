@@ -19,6 +19,7 @@ import collections
 import concurrent.futures
 import logging
 import math
+import os
 from typing import Any, Iterator
 
 import numpy as np
@@ -57,7 +58,8 @@ class Loader:
           start_step: global step to resume from (skips that many batches without reading them).
           drop_remainder: drop the last partial batch (training) or pad it with `mask=False` rows.
           process_index, process_count: this host and the number of hosts.
-          num_workers: threads that read examples (0 = read in the calling thread).
+          num_workers: threads that read examples (0 = read in the calling thread, < 0 = one
+            per CPU core, `os.cpu_count()`).
           num_epochs: stop after this many epochs (None = forever).
           augment: pass a per-example `rng` to the source (train augmentation); default `shuffle`.
           on_error: "raise" or "skip" (see module docstring).
@@ -84,7 +86,7 @@ class Loader:
         self.drop_remainder = drop_remainder
         self.process_index = process_index
         self.process_count = process_count
-        self.num_workers = int(num_workers)
+        self.num_workers = int(num_workers) if int(num_workers) >= 0 else (os.cpu_count() or 1)
         self.num_epochs = num_epochs
         self.on_error = on_error
         self.prefetch_batches = max(1, int(prefetch_batches))

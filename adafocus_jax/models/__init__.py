@@ -12,11 +12,13 @@ import ml_collections
 
 from adafocus_jax.models.adafocus import (AdaFocus, AdaFocusOutput, Modes, PATCH_MODES,
                                           deterministic_actions, sample_actions)
+from adafocus_jax.models.v2 import AdaFocusV2, coarse_to_fine_order
 
 # Dataset family → what differs between the two official code paths (adafocus_v1.md §1).
 NUM_CLASSES = {"sthv1": 174, "sthv2": 174, "actnet": 200, "fcvid": 239, "minik": 200}
 STHSTH = ("sthv1", "sthv2")
 ACTNET_FAMILY = ("actnet", "fcvid", "minik")
+MODEL_DTYPES = ("float32", "bfloat16")  # the precision policy: see adafocus_jax.models.adafocus
 DEFAULT_PATCH = {"sthv1": 144, "sthv2": 144, "actnet": 128, "fcvid": 128, "minik": 128}
 
 
@@ -38,7 +40,7 @@ def default_model_config(dataset: str, patch_size: int | None = None) -> ml_coll
     c.patch_size = patch_size or DEFAULT_PATCH[dataset]
     c.num_glance_frames = 8 if sth else 16
     c.num_focus_frames = 12 if sth else 16
-    c.dtype = "float32"
+    c.dtype = "float32"          # compute precision: float32 | bfloat16 (params stay float32)
     c.glancer = ml_collections.ConfigDict(dict(
         width_mult=1.0, last_channel=ml_collections.FieldReference(None, field_type=int),
         temporal_shift=sth, dropout=0.0 if sth else 0.2))
@@ -50,6 +52,44 @@ def default_model_config(dataset: str, patch_size: int | None = None) -> ml_coll
     c.classifier = ml_collections.ConfigDict(dict(
         kind="logit_sum" if sth else "gru", hidden_dim=1024, dropout=0.5 if sth else 0.8))
     return c
+
+
+def to_v2_model_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Turns a V1 model config (`default_model_config`, `tiny_model_config`, a custom one) into
+    the AdaFocusV2 network on the same backbones (adafocus_family.md §1.2), in place.
+
+    ActivityNet family (per-frame policy): policy 1×1 conv 64 → BN → tanh → Linear 2048 → BN →
+    tanh → GRU(2048) → Linear 2 → sigmoid; FrameExit classifier (MLP 4096, running max-pool, one
+    head per frame, dropout 0.2); glance and local heads with dropout 0.2; frames in the
+    coarse-to-fine order. Sth-Sth (per-video policy): policy MLP 1024 → 512 on the concatenated
+    glance maps; TSN heads with dropout 0.5 (detached `new_fc` + "reg" `new_new_fc` on both
+    backbones), logits summed.
+    """
+    per_frame = bool(c.policy.per_frame)
+    c.version = "v2"
+    c.policy.kind = "location"
+    c.policy.encoder_channels = 64
+    c.policy.encoder_bn = True
+    c.policy.hidden_dims = (2048,) if per_frame else (1024, 512)
+    c.focuser.with_fc = True
+    if per_frame:
+        c.frame_order = "coarse_to_fine"
+        c.classifier.kind = "frame_exit"
+        c.classifier.hidden_dim = 4096
+        c.classifier.dropout = 0.2
+        c.glancer.dropout = 0.2
+        c.focuser.dropout = 0.2
+    else:
+        c.frame_order = "natural"
+        c.classifier.kind = "logit_sum"
+        c.glancer.dropout = 0.5
+        c.focuser.dropout = 0.5
+    return c
+
+
+def v2_model_config(dataset: str, patch_size: int | None = None) -> ml_collections.ConfigDict:
+    """The official AdaFocusV2 network for `dataset` (see `to_v2_model_config`)."""
+    return to_v2_model_config(default_model_config(dataset, patch_size))
 
 
 def tiny_model_config(dataset: str = "sthv2") -> ml_collections.ConfigDict:
@@ -77,7 +117,8 @@ def create_model(config: ml_collections.ConfigDict) -> AdaFocus:
     """Builds the model from a full config (uses `config.model`) or a model config."""
     model_config = config.model if "model" in config else config
     validate_model_config(model_config)
-    return AdaFocus(ml_collections.FrozenConfigDict(model_config))
+    cls = AdaFocusV2 if model_config.get("version", "v1") == "v2" else AdaFocus
+    return cls(ml_collections.FrozenConfigDict(model_config))
 
 
 def validate_model_config(c: ml_collections.ConfigDict) -> None:
@@ -90,6 +131,25 @@ def validate_model_config(c: ml_collections.ConfigDict) -> None:
                          f"num_focus_frames (got {c.num_glance_frames} and {c.num_focus_frames})")
     if c.classifier.kind == "gru" and not c.policy.per_frame:
         raise ValueError("config.model.classifier.kind='gru' pairs with policy.per_frame=True")
+    if c.dtype not in MODEL_DTYPES:
+        raise ValueError(f"config.model.dtype must be one of {MODEL_DTYPES}, got {c.dtype!r}")
+    version = c.get("version", "v1")
+    if version not in ("v1", "v2"):
+        raise ValueError(f"config.model.version={version!r}: expected v1 or v2")
+    if version == "v2":
+        if c.policy.kind != "location":
+            raise ValueError("config.model.version='v2' needs policy.kind='location' (use "
+                             f"models.to_v2_model_config), got {c.policy.kind!r}")
+        if c.classifier.kind not in ("frame_exit", "logit_sum"):
+            raise ValueError(f"config.model.classifier.kind={c.classifier.kind!r}: V2 uses "
+                             "frame_exit or logit_sum")
+        if (c.classifier.kind == "frame_exit") != bool(c.policy.per_frame):
+            raise ValueError("config.model: V2 pairs classifier.kind='frame_exit' with "
+                             "policy.per_frame=True and 'logit_sum' with per_frame=False")
+        if c.get("frame_order", "natural") not in ("natural", "coarse_to_fine"):
+            raise ValueError(f"config.model.frame_order={c.frame_order!r}: expected natural or "
+                             "coarse_to_fine")
+        return
     if c.policy.kind not in ("gaussian", "categorical"):
         raise ValueError(f"config.model.policy.kind: unknown {c.policy.kind!r}")
 
@@ -113,6 +173,7 @@ def init_variables(model: AdaFocus, rng: jax.Array, batch_size: int = 1):
     return dict(init(rng))
 
 
-__all__ = ["AdaFocus", "AdaFocusOutput", "Modes", "PATCH_MODES", "create_model",
+__all__ = ["AdaFocus", "AdaFocusV2", "AdaFocusOutput", "Modes", "PATCH_MODES", "create_model",
+           "v2_model_config", "to_v2_model_config", "coarse_to_fine_order",
            "default_model_config", "tiny_model_config", "init_variables", "dummy_inputs",
            "deterministic_actions", "sample_actions", "validate_model_config"]

@@ -12,6 +12,13 @@ Data flow for a batch of B videos:
 All patch locations are known before the expensive local network runs, so it runs once over every
 patch of the batch. Each network runs BatchNorm/dropout in train or eval mode independently
 (`Modes`), because the official stages mix them (§11.9).
+
+Precision (`config.model.dtype`, "float32" or "bfloat16"): parameters (and so gradients and
+optimizer state) are always float32. With "bfloat16" the glance and local networks and the policy's
+encoder conv compute in bfloat16 (convs, their BatchNorms and activations; BatchNorm statistics are
+reduced and stored in float32); the policy's linear layers, GRU, actor and critic, the classifier
+and every output of this module (logits, distribution parameters, values, pooled features) are
+float32, so losses, softmaxes, rewards, returns and log-probs are float32.
 """
 
 import dataclasses
@@ -24,6 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from adafocus_jax import crop as crop_lib
+from adafocus_jax import rl
 from adafocus_jax.models.classifiers import LogitSumClassifier, RecurrentClassifier
 from adafocus_jax.models.mobilenet_v2 import MobileNetV2
 from adafocus_jax.models.policy import ActorCritic
@@ -74,7 +82,7 @@ class AdaFocusOutput:
 
 def deterministic_actions(kind: str, dist_params: jnp.ndarray) -> jnp.ndarray:
     """Inference actions: the Gaussian mean, or the first argmax of the categorical."""
-    return dist_params if kind == "gaussian" else jnp.argmax(dist_params, axis=-1)
+    return dist_params if kind == "gaussian" else rl.categorical_mode(dist_params)
 
 
 def sample_actions(kind: str, dist_params: jnp.ndarray, rng: jax.Array,
@@ -82,9 +90,8 @@ def sample_actions(kind: str, dist_params: jnp.ndarray, rng: jax.Array,
     """Training actions: a Gaussian sample clamped to [0, 1] (per-axis std `action_std`), or a
     categorical sample."""
     if kind == "gaussian":
-        noise = jax.random.normal(rng, dist_params.shape, dist_params.dtype)
-        return jnp.clip(dist_params + action_std * noise, 0.0, 1.0)
-    return jax.random.categorical(rng, dist_params, axis=-1)
+        return rl.gaussian_sample_clipped(rng, dist_params, action_std)
+    return rl.categorical_sample(rng, dist_params)
 
 
 class AdaFocus(nn.Module):
@@ -112,12 +119,14 @@ class AdaFocus(nn.Module):
             kind=cfg.policy.kind, num_actions=cfg.policy.grid_size ** 2,
             hidden_dim=cfg.policy.hidden_dim, encoder_channels=cfg.policy.encoder_channels,
             encoder_bn=cfg.policy.encoder_bn, dtype=dtype)
+        # The fusion heads are < 0.1 % of the FLOPs: float32 under every precision (logits, the
+        # losses and the rewards built on them stay float32).
         if cfg.classifier.kind == "logit_sum":
             self.classifier = LogitSumClassifier(cfg.num_classes, cfg.classifier.dropout,
-                                                 dtype=dtype)
+                                                 dtype=jnp.float32)
         elif cfg.classifier.kind == "gru":
             self.classifier = RecurrentClassifier(cfg.num_classes, cfg.classifier.hidden_dim,
-                                                  cfg.classifier.dropout, dtype=dtype)
+                                                  cfg.classifier.dropout, dtype=jnp.float32)
         else:
             raise ValueError(f"config.model.classifier.kind: unknown {cfg.classifier.kind!r}")
 
@@ -160,7 +169,7 @@ class AdaFocus(nn.Module):
         out = self.glancer(frames.reshape(b * t, *frames.shape[2:]), train,
                            with_logits=use_logits)
         maps = out["feature_map"]
-        glance_out = out["logits"] if use_logits else out["pooled"]
+        glance_out = (out["logits"] if use_logits else out["pooled"]).astype(jnp.float32)
         return maps.reshape(b, t, *maps.shape[1:]), glance_out.reshape(b, t, -1)
 
     def policy_states(self, feature_maps: jnp.ndarray) -> jnp.ndarray:
@@ -213,7 +222,7 @@ class AdaFocus(nn.Module):
         """Runs the local network once on all patches: `[B, T_L, P, P, 3]` → `[B, T_L, F]`."""
         b, t = patches.shape[:2]
         out = self.focuser(patches.reshape(b * t, *patches.shape[2:]), train, with_logits=False)
-        return out["pooled"].reshape(b, t, -1)
+        return out["pooled"].astype(jnp.float32).reshape(b, t, -1)
 
     def classify(self, glance_out: jnp.ndarray, local_features: jnp.ndarray, train: bool = False):
         """→ (logits `[B, C]`, step_logits `[B, St, C]`)."""
@@ -230,7 +239,7 @@ class AdaFocus(nn.Module):
         frames = self.resize_for_glance(frames)
         b, t = frames.shape[:2]
         logits = self.glancer(frames.reshape(b * t, *frames.shape[2:]), train)["logits"]
-        return logits.reshape(b, t, -1).mean(axis=1)
+        return logits.astype(jnp.float32).reshape(b, t, -1).mean(axis=1)
 
     def focuser_logits(self, frames: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         """Stage 0: the local network alone on whole frames with its `fc`, averaged over frames.
@@ -239,7 +248,7 @@ class AdaFocus(nn.Module):
         out = self.focuser(frames.reshape(b * t, *frames.shape[2:]), train)
         if "logits" not in out:
             raise ValueError("focuser_logits needs config.model.focuser.with_fc = True")
-        return out["logits"].reshape(b, t, -1).mean(axis=1)
+        return out["logits"].astype(jnp.float32).reshape(b, t, -1).mean(axis=1)
 
     # ----------------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ the two PyTorch files; `adafocus_jax.convert` maps both onto the names used here
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from adafocus_jax.models.layers import BatchNorm, conv, make_divisible, spatial_mean
@@ -82,12 +83,18 @@ class MobileNetV2(nn.Module):
       shift_segments: frames per video for TSM (8 for Something-Something), or None (no shift).
       classifier_dropout: dropout before the head in train mode (0.2 in the torchvision layout, used
         only when the glance network is pre-trained on its own; 0 for the TSM layout).
+      head_stop_gradient: the head reads `stop_gradient` of the (dropped-out) features, so its loss
+        trains only the head (AdaFocusV2 Sth-Sth `new_fc`).
+      reg_head: a second head `reg_classifier` on the same non-detached features, output
+        `reg_logits` (AdaFocusV2 Sth-Sth `new_new_fc`, which carries the training signal).
     """
     num_classes: int | None = None
     width_mult: float = 1.0
     last_channel: int | None = None
     shift_segments: int | None = None
     classifier_dropout: float = 0.0
+    head_stop_gradient: bool = False
+    reg_head: bool = False
     dtype: Any = jnp.float32
 
     @property
@@ -125,5 +132,9 @@ class MobileNetV2(nn.Module):
         out = {"feature_map": feature_map, "pooled": pooled}
         if self.num_classes is not None and (with_logits or self.is_initializing()):
             h = nn.Dropout(self.classifier_dropout, deterministic=not train)(pooled)
-            out["logits"] = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(h)
+            head_in = jax.lax.stop_gradient(h) if self.head_stop_gradient else h
+            out["logits"] = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(head_in)
+            if self.reg_head:
+                out["reg_logits"] = nn.Dense(self.num_classes, dtype=self.dtype,
+                                             name="reg_classifier")(h)
         return out

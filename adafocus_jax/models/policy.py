@@ -32,6 +32,9 @@ class ActorCritic(nn.Module):
       hidden_dim: encoder output and GRU width (1024 in the paper).
       encoder_channels: 1x1-conv channels of the state encoder (64 Sth-Sth, 32 ActivityNet).
       encoder_bn: BatchNorm after the encoder conv and linear layers (Sth-Sth only).
+      dtype: compute dtype of the encoder conv and its BatchNorm; the linear layers, the GRU, the
+        actor and the critic always run in float32, so distribution parameters, values and the
+        log-probs computed from them are float32 under a bfloat16 model.
     """
     kind: str = "gaussian"
     num_actions: int = 49
@@ -41,17 +44,22 @@ class ActorCritic(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, states: jnp.ndarray, train: bool = False):
+    def __call__(self, states: jnp.ndarray, train: bool = False,
+                 initial_state: jnp.ndarray | None = None, return_state: bool = False):
         """Maps a sequence of states to distribution parameters and values.
 
         Args:
           states: `[B, S, h, w, C]` glance feature maps per policy step (S = 1 for Sth-Sth, where
             C = frames × 1280 with frame-major channels; S = frames for ActivityNet).
           train: BatchNorm uses batch statistics (the official stage 2 acts in train mode).
+          initial_state: `[B, hidden_dim]` GRU state to continue from (zeros if None): running
+            S steps at a time gives the same outputs as one call over all steps (early exit).
+          return_state: also return the GRU state after the last step.
 
         Returns:
-          (dist_params, values): dist_params is the Gaussian mean `[B, S, 2]` in (0, 1) (row, col)
-          or the categorical logits `[B, S, num_actions]`; values `[B, S]`.
+          (dist_params, values[, state `[B, hidden_dim]`]): dist_params is the Gaussian mean
+          `[B, S, 2]` in (0, 1) (row, col) or the categorical logits `[B, S, num_actions]`;
+          values `[B, S]`.
         """
         if self.kind not in POLICY_KINDS:
             raise ValueError(f"policy kind must be one of {POLICY_KINDS}, got {self.kind!r}")
@@ -71,11 +79,11 @@ class ActorCritic(nn.Module):
             x = BatchNorm(use_running_average=not train, dtype=self.dtype,
                           name="encoder_dense_bn")(x)
         x = nn.relu(x).reshape(b, s, self.hidden_dim)
-        outputs, _ = GRU(self.hidden_dim, name="gru")(x)
+        outputs, state = GRU(self.hidden_dim, name="gru")(x, initial_state)
         if self.kind == "gaussian":
             dist_params = nn.sigmoid(torch_dense(2, self.hidden_dim, name="actor")(outputs))
         else:
             dist_params = torch_dense(self.num_actions, self.hidden_dim, name="actor")(outputs)
         values = torch_dense(1, self.hidden_dim, name="critic")(outputs)[..., 0]
-        return dist_params, values
+        return (dist_params, values, state) if return_state else (dist_params, values)
 

@@ -60,6 +60,9 @@ def _gru_update(h, input_gates, hidden_gates):
 class GRU(nn.Module):
     """Single-layer GRU over `[N, T, D]` sequences (batch first), PyTorch semantics.
 
+    Always computes in float32 (inputs of any float dtype are cast): the recurrence is a tiny part
+    of the FLOPs, and a float32 carry keeps `lax.scan`'s carry dtype fixed under bfloat16 models.
+
     Attributes:
       hidden_dim: H.
     """
@@ -81,8 +84,10 @@ class GRU(nn.Module):
         Returns:
           (outputs `[N, T, H]` = hidden state after each step, final state `[N, H]`).
         """
+        inputs = inputs.astype(jnp.float32)
         n = inputs.shape[0]
-        h0 = jnp.zeros((n, self.hidden_dim), inputs.dtype) if initial_state is None else initial_state
+        h0 = (jnp.zeros((n, self.hidden_dim), jnp.float32) if initial_state is None
+              else initial_state.astype(jnp.float32))
         input_gates = self.input(inputs)  # all steps in one matmul: [N, T, 3H]
         kernel, bias = self.hidden()
 
@@ -96,4 +101,5 @@ class GRU(nn.Module):
     def step(self, state: jnp.ndarray, inputs: jnp.ndarray) -> jnp.ndarray:
         """One update for a batch of (state `[..., H]`, input `[..., D]`) pairs → new state `[..., H]`."""
         kernel, bias = self.hidden()
-        return _gru_update(state, self.input(inputs), state @ kernel + bias)
+        state = state.astype(jnp.float32)
+        return _gru_update(state, self.input(inputs.astype(jnp.float32)), state @ kernel + bias)

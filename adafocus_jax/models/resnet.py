@@ -9,6 +9,7 @@ shifted input (TSM "blockres", shift_div 8), the shortcut the unshifted one.
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from adafocus_jax.models.layers import BatchNorm, conv, spatial_mean
@@ -58,11 +59,18 @@ class ResNet(nn.Module):
       stage_sizes: bottlenecks per stage ((3, 4, 6, 3) = ResNet-50).
       width: channels of the stem and of the first stage's bottleneck (64 = ResNet-50).
       shift_segments: frames per video for TSM (12 for Something-Something), or None.
+      head_dropout: dropout on the pooled features before `fc` in train mode (AdaFocusV2).
+      head_stop_gradient: `fc` reads `stop_gradient` of the features (AdaFocusV2 Sth-Sth `new_fc`).
+      reg_head: a second head `reg_fc` on the non-detached features, output `reg_logits`
+        (AdaFocusV2 Sth-Sth `new_new_fc`).
     """
     num_classes: int | None = None
     stage_sizes: Sequence[int] = (3, 4, 6, 3)
     width: int = 64
     shift_segments: int | None = None
+    head_dropout: float = 0.0
+    head_stop_gradient: bool = False
+    reg_head: bool = False
     dtype: Any = jnp.float32
 
     @property
@@ -96,5 +104,11 @@ class ResNet(nn.Module):
         pooled = spatial_mean(y)
         out = {"pooled": pooled}
         if self.num_classes is not None and (with_logits or self.is_initializing()):
-            out["logits"] = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(pooled)
+            h = pooled
+            if self.head_dropout:
+                h = nn.Dropout(self.head_dropout, deterministic=not train)(h)
+            head_in = jax.lax.stop_gradient(h) if self.head_stop_gradient else h
+            out["logits"] = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(head_in)
+            if self.reg_head:
+                out["reg_logits"] = nn.Dense(self.num_classes, dtype=self.dtype, name="reg_fc")(h)
         return out

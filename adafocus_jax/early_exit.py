@@ -1,0 +1,501 @@
+"""Real early exit ("AdaFocus+") for the per-frame (ActivityNet-family) model.
+
+The per-frame model is causal: frame t's glance features, policy step t, the local network on
+patch t and GRU classifier step t need nothing from later frames. So inference can run frame by
+frame and stop a video as soon as its prediction is confident: after step t a video exits when its
+largest softmax probability reaches `thresholds[t]` (the last step always exits). Unlike V2 /
+Uni-AdaFocus, which compute every exit and report expected FLOPs, the frames after the exit are
+never processed.
+
+    runner = OnlineRunner(model, variables)
+    conf = step_confidences(step_logits)                       # [N, T] from the full model
+    fit = fit_thresholds(conf_val, step_gflops(model), budget) # geometric exit distribution
+    out = runner.run(frames, fit.thresholds, batch_size=50)    # exit step, prediction per video
+
+**Thresholds for a budget** (the budgeted procedure of MSDNet, used by V2 and Uni): the fraction
+of videos exiting at step k is q_k ∝ p^k (k = 0..T-1), p chosen by bisection so that the expected
+cost Σ q_k · cost_k equals the budget (cost_k: GFLOPs of steps 0..k). On the fitting split, step
+k's threshold is the confidence of the ⌊N·q_k⌋-th most confident video among those still running,
+so that ⌊N·q_k⌋ of them exit there.
+
+**Batching.** Videos of a batch exit at different steps. `OnlineRunner.run` supports:
+  * "compact": after each step the still-running videos are gathered into a smaller batch
+    (rows and GRU states), padded up to the next size of a fixed set (B, then powers of two
+    below B), so the work follows the running videos and at most a handful of shapes compile;
+  * "masked": the batch stays whole; steps stop only when every video has exited (saves only
+    when a whole batch is done early);
+  * "none": every video runs every step (the stepwise pipeline without exit, for reference).
+Either way each step needs the host to see the confidences (one small device→host transfer per
+step), and the data of frame t is sent to the device only for the videos still running.
+"""
+
+import dataclasses
+import logging
+import math
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from adafocus_jax.data.transforms import normalize_jnp
+from adafocus_jax.models.adafocus import deterministic_actions
+
+COMPACTION = ("compact", "masked", "none")
+
+
+def check_online(model_config) -> None:
+    """Raises ValueError unless the model runs frame by frame (per-frame policy, GRU classifier,
+    no temporal shift): the ActivityNet / FCVID / Mini-K / synthetic models."""
+    c = model_config
+    problems = []
+    if not c.policy.per_frame:
+        problems.append("config.model.policy.per_frame is False (one patch per video)")
+    if c.classifier.kind != "gru":
+        problems.append(f"config.model.classifier.kind is {c.classifier.kind!r}, not 'gru'")
+    if c.glancer.temporal_shift or c.focuser.temporal_shift:
+        problems.append("a network uses the temporal shift (needs every frame at once)")
+    if problems:
+        raise ValueError("early exit needs a frame-by-frame (ActivityNet-family) model: "
+                         + "; ".join(problems))
+
+
+def _online_step(module, frames, policy_state, classifier_state):
+    """One frame of every video: `frames` uint8 `[B, S, S, 3]`, states `[B, H_p]`, `[B, H_c]` →
+    (policy_state, classifier_state, probabilities `[B, C]`, patch offsets `[B, 2]`)."""
+    x = normalize_jnp(frames)[:, None]                                  # [B, 1, S, S, 3]
+    maps, glance_out = module.glance(x, False)
+    dist_params, _, policy_state = module.policy(module.policy_states(maps), False,
+                                                 initial_state=policy_state, return_state=True)
+    offsets = module.action_offsets(deterministic_actions(module.config.policy.kind, dist_params))
+    local = module.local_features(module.crop(x, offsets), False)       # [B, 1, F]
+    classifier = module.classifier
+    classifier_state = classifier.gru.step(
+        classifier_state, jnp.concatenate([glance_out, local], axis=-1)[:, 0])
+    logits = classifier.fc(classifier_state).astype(jnp.float32)
+    return policy_state, classifier_state, jax.nn.softmax(logits, axis=-1), offsets[:, 0]
+
+
+def step_gflops(model) -> np.ndarray:
+    """GMACs of one online step per video, `[T]` (all equal: one frame through every network),
+    counted with `adafocus_jax.flops.count_macs` on the step itself."""
+    from adafocus_jax import flops as flops_lib
+    cfg = model.config
+    s = cfg.input_size
+    variables = jax.eval_shape(lambda: model.init(
+        {"params": jax.random.key(0)}, jnp.zeros((1, cfg.num_glance_frames, s, s, 3))))
+    frames = jax.ShapeDtypeStruct((1, s, s, 3), jnp.uint8)
+    states = (jax.ShapeDtypeStruct((1, cfg.policy.hidden_dim), jnp.float32),
+              jax.ShapeDtypeStruct((1, cfg.classifier.hidden_dim), jnp.float32))
+    with flops_lib.count_macs() as totals:
+        jax.eval_shape(lambda v, f, a, b: model.apply(v, f, a, b, method=_online_step),
+                       variables, frames, *states)
+    return np.full(int(cfg.num_glance_frames), totals["macs"] / 1e9)
+
+
+def step_confidences(step_probabilities: np.ndarray) -> np.ndarray:
+    """`[N, T, C]` per-step probabilities → `[N, T]` max softmax (the exit criterion)."""
+    return np.asarray(step_probabilities).max(axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExitFit:
+    """Thresholds fitted for a budget.
+
+    Attributes:
+      thresholds: `[T]` max-softmax thresholds (the last is -inf: every video exits there).
+      exit_fractions: `[T]` the geometric target q_k.
+      p: the ratio of the geometric distribution.
+      budget: the target mean GFLOPs per video.
+      expected_gflops: Σ q_k · cost_k (≈ budget).
+    """
+    thresholds: np.ndarray
+    exit_fractions: np.ndarray
+    p: float
+    budget: float
+    expected_gflops: float
+
+
+def geometric_fractions(p: float, num_steps: int) -> np.ndarray:
+    """q_k ∝ p^k, k = 0..T-1, normalised (computed in log space: any p > 0)."""
+    logq = np.log(p) * np.arange(num_steps)
+    q = np.exp(logq - logq.max())
+    return q / q.sum()
+
+
+def fit_thresholds(confidences: np.ndarray, step_costs: Sequence[float],
+                   budget: float) -> ExitFit:
+    """Thresholds on `confidences` `[N, T]` (fitting split) for a mean cost of `budget`.
+
+    `step_costs[k]` is the cost of step k alone; exiting after step k costs the sum of steps
+    0..k. Budgets outside [cost of step 0, cost of all steps] are clipped to that range.
+    """
+    conf = np.asarray(confidences, np.float64)
+    n, t = conf.shape
+    cumulative = np.cumsum(np.asarray(step_costs, np.float64))
+    if cumulative.shape != (t,):
+        raise ValueError(f"step_costs has {len(step_costs)} entries for {t} steps")
+    target = float(np.clip(budget, cumulative[0], cumulative[-1]))
+
+    def expected(log_p):
+        return float(geometric_fractions(math.exp(log_p), t) @ cumulative)
+
+    lo, hi = -50.0, 50.0          # expected() increases with p
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if expected(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+    p = math.exp(0.5 * (lo + hi))
+    q = geometric_fractions(p, t)
+    thresholds = np.full(t, -np.inf)
+    running = np.ones(n, bool)
+    for k in range(t - 1):
+        count = int(math.floor(n * q[k] + 1e-9))
+        candidates = np.where(running)[0]
+        if count <= 0 or candidates.size == 0:
+            thresholds[k] = np.inf
+            continue
+        order = candidates[np.argsort(-conf[candidates, k], kind="stable")]
+        count = min(count, order.size)
+        thresholds[k] = conf[order[count - 1], k]
+        running[conf[:, k] >= thresholds[k]] = False
+    return ExitFit(thresholds=thresholds, exit_fractions=q, p=p, budget=float(budget),
+                   expected_gflops=float(q @ cumulative))
+
+
+def simulate_exit(confidences: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
+    """Offline: the exit step `[N]` of each video (first k with confidence ≥ threshold k)."""
+    conf = np.asarray(confidences)
+    passed = conf >= np.asarray(thresholds)[None, :]
+    passed[:, -1] = True
+    return np.argmax(passed, axis=1)
+
+
+def _buckets(batch_size: int) -> list[int]:
+    sizes = {batch_size}
+    size = 1
+    while size < batch_size:
+        sizes.add(size)
+        size *= 2
+    return sorted(sizes)
+
+
+class OnlineRunner:
+    """Frame-by-frame inference of a per-frame AdaFocus model with real early exit.
+
+    Args:
+      model: an `AdaFocus` module (ActivityNet family, see `check_online`).
+      variables: `{"params", "batch_stats"}`.
+    """
+
+    def __init__(self, model, variables: Mapping):
+        check_online(model.config)
+        self.model = model
+        self.variables = jax.device_put(
+            {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})})
+        cfg = model.config
+        self.num_steps = int(cfg.num_glance_frames)
+        self.hidden = (int(cfg.policy.hidden_dim), int(cfg.classifier.hidden_dim))
+
+        def step(variables, frames, rows, policy_state, classifier_state):
+            # Gather the rows still running (compaction) from the previous step's states.
+            return model.apply(variables, frames, policy_state[rows], classifier_state[rows],
+                               method=_online_step)
+
+        self._step = jax.jit(step)
+        from adafocus_jax import inference
+        self._full = jax.jit(inference.predict_fn(model))
+
+    def full(self, frames: np.ndarray, batch_size: int) -> np.ndarray:
+        """The ordinary inference (all frames at once): predicted class `[N]` of uint8 frames
+        `[N, T, S, S, 3]`, in batches of `batch_size` (the last padded)."""
+        preds = []
+        for start in range(0, len(frames), batch_size):
+            chunk = frames[start:start + batch_size]
+            n = len(chunk)
+            if n < batch_size:
+                chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - n, 0)])
+            out = self._full(self.variables, chunk)
+            preds.append(np.asarray(jnp.argmax(out["probabilities"], -1))[:n])
+        return np.concatenate(preds)
+
+    def run(self, frames: np.ndarray, thresholds: Sequence[float], batch_size: int,
+            compaction: str = "compact") -> dict[str, np.ndarray]:
+        """Early-exit inference of uint8 frames `[N, T, S, S, 3]` in batches of `batch_size`.
+
+        Returns:
+          {"prediction" `[N]`, "exit_step" `[N]` (0-based), "confidence" `[N]`,
+           "patch_offsets" `[N, T, 2]` (-1 after the exit), "rows_processed": int (video-steps
+           computed, padding included)}.
+        """
+        if compaction not in COMPACTION:
+            raise ValueError(f"compaction must be one of {COMPACTION}, got {compaction!r}")
+        thresholds = np.asarray(thresholds, np.float64).copy()
+        if thresholds.shape != (self.num_steps,):
+            raise ValueError(f"thresholds must have {self.num_steps} entries, got "
+                             f"{thresholds.shape}")
+        if compaction == "none":
+            thresholds[:] = np.inf
+        thresholds[-1] = -np.inf
+        n_total = len(frames)
+        prediction = np.zeros(n_total, np.int64)
+        exit_step = np.zeros(n_total, np.int64)
+        confidence = np.zeros(n_total, np.float32)
+        offsets_all = np.full((n_total, self.num_steps, 2), -1, np.int32)
+        buckets = _buckets(batch_size)
+        rows_processed = 0
+        for start in range(0, n_total, batch_size):
+            batch_ids = np.arange(start, min(start + batch_size, n_total))
+            m = len(batch_ids)
+            states = tuple(jnp.zeros((batch_size, h), jnp.float32) for h in self.hidden)
+            alive = np.ones(m, bool)        # per video of the batch: still running
+            carry_rows = np.arange(m)       # compact: row in `states` of each running video
+            for t in range(self.num_steps):
+                if compaction == "compact":
+                    members = np.where(alive)[0]     # only the running videos, compacted
+                    size = next(b for b in buckets if b >= len(members))
+                    rows = carry_rows
+                else:
+                    members = np.arange(m)           # the whole batch, finished rows ignored
+                    size = batch_size
+                    rows = np.arange(m)
+                pad = size - len(members)
+                rows = np.concatenate([rows, np.zeros(pad, rows.dtype)]).astype(np.int32)
+                take = np.concatenate([members, np.full(pad, members[0])])
+                p_state, c_state, probs, offs = self._step(
+                    self.variables, frames[batch_ids[take], t], rows, *states)
+                rows_processed += size
+                probs, offs = jax.device_get((probs, offs))
+                k = len(members)
+                live = alive[members]
+                conf, pred = probs[:k].max(-1), probs[:k].argmax(-1)
+                done = live & (conf >= thresholds[t])
+                finished = batch_ids[members[done]]
+                prediction[finished] = pred[done]
+                confidence[finished] = conf[done]
+                exit_step[finished] = t
+                offsets_all[batch_ids[members[live]], t] = offs[:k][live]
+                alive[members[done]] = False
+                carry_rows = np.where(~done[:k])[0] if compaction == "compact" else carry_rows
+                states = (p_state, c_state)
+                if not alive.any():
+                    break
+        return {"prediction": prediction, "exit_step": exit_step, "confidence": confidence,
+                "patch_offsets": offsets_all, "rows_processed": rows_processed}
+
+
+def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+    """Wall-clock seconds of each function, A B A B ... `repeats` rounds (after one warm-up call
+    of each, which compiles): {name: [seconds per round]}."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+# ------------------------------------------------------------------------------------------------
+# The synthetic benchmark's early-exit section.
+
+
+def load_split(config, split: str, max_videos: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 frames `[N, T, S, S, 3]`, labels `[N]`) of a split, evaluation sampling."""
+    from adafocus_jax import data as data_lib
+    source = data_lib.create_source(config.data, split)
+    n = min(len(source), max_videos) if max_videos else len(source)
+    examples = [source.get(i, None) for i in range(n)]
+    return (np.stack([e["glance"] for e in examples]),
+            np.asarray([int(e["label"]) for e in examples]))
+
+
+def full_step_probabilities(model, variables, frames: np.ndarray, batch_size: int) -> np.ndarray:
+    """`[N, T, C]` softmax of every step's logits from the full (all-frames) model."""
+    from adafocus_jax import inference
+    fn = jax.jit(inference.predict_fn(model))
+    out = []
+    for start in range(0, len(frames), batch_size):
+        chunk = frames[start:start + batch_size]
+        n = len(chunk)
+        if n < batch_size:
+            chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - n, 0)])
+        out.append(np.asarray(jax.nn.softmax(fn(variables, chunk)["step_logits"], -1))[:n])
+    return np.concatenate(out)
+
+
+def plot_curve(path: str, curve: Sequence[Mapping], real: Sequence[Mapping],
+               full: Mapping, title: str) -> None:
+    """A small PNG: accuracy (%) against GFLOPs/video of the fitted budgets (line), the real
+    exiting runs (squares) and the full model (circle). Drawn with PIL (no plotting library)."""
+    from PIL import Image, ImageDraw
+    w, h, left, right, top, bottom = 640, 420, 70, 20, 40, 50
+    xs = [c["gflops"] for c in curve] + [r["gflops"] for r in real] + [full["gflops"]]
+    ys = [c["accuracy"] for c in curve] + [r["accuracy"] for r in real] + [full["accuracy"]]
+    x0, x1 = 0.0, max(xs) * 1.05
+    y0, y1 = max(0.0, min(ys) - 5), min(100.0, max(ys) + 5)
+
+    def px(x, y):
+        return (left + (x - x0) / (x1 - x0) * (w - left - right),
+                h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom))
+
+    image = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(image)
+    d.rectangle([left, top, w - right, h - bottom], outline="black")
+    for i in range(6):
+        xv, yv = x0 + (x1 - x0) * i / 5, y0 + (y1 - y0) * i / 5
+        gx, _ = px(xv, y0)
+        _, gy = px(x0, yv)
+        d.line([gx, h - bottom, gx, h - bottom + 5], fill="black")
+        d.text((gx - 18, h - bottom + 8), f"{xv:.4f}", fill="black")
+        d.line([left - 5, gy, left, gy], fill="black")
+        d.text((left - 45, gy - 6), f"{yv:.1f}", fill="black")
+    d.text((w // 2 - 60, h - 18), "GFLOPs / video", fill="black")
+    d.text((5, top - 25), "top-1 %", fill="black")
+    d.text((left + 10, 8), title, fill="black")
+    pts = [px(c["gflops"], c["accuracy"]) for c in sorted(curve, key=lambda c: c["gflops"])]
+    d.line(pts, fill=(30, 90, 200), width=2)
+    for x, y in pts:
+        d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=(30, 90, 200))
+    for r in real:
+        x, y = px(r["gflops"], r["accuracy"])
+        d.rectangle([x - 5, y - 5, x + 5, y + 5], outline=(200, 30, 30), width=2)
+    x, y = px(full["gflops"], full["accuracy"])
+    d.ellipse([x - 6, y - 6, x + 6, y + 6], outline="black", width=2)
+    d.text((w - right - 250, top + 8), "blue: fitted budgets (test split)", fill=(30, 90, 200))
+    d.text((w - right - 250, top + 22), "red squares: measured exiting runs", fill=(200, 30, 30))
+    d.text((w - right - 250, top + 36), "black circle: full model", fill="black")
+    image.save(path)
+
+
+def benchmark(config, variables, model=None, *, fit_split: str = "val", test_split: str = "",
+              num_budgets: int = 9, batch_size: int = 50, repeats: int = 3,
+              timing_videos: int = 300, single_videos: int = 100,
+              measure: Sequence[str] = ("cheapest", "mid"),
+              plot_path: str = "") -> dict[str, Any]:
+    """Fits thresholds on `fit_split`, traces accuracy vs GFLOPs on `test_split`, and measures
+    the wall-clock of real exiting inference against the full model at the same batch size
+    (on the first `timing_videos` test videos; batch size 1 on the first `single_videos`).
+
+    Returns the `early_exit` section of the benchmark JSON:
+      {"fit_split", "test_split", "num_videos", "step_gflops", "full": {accuracy, gflops},
+       "curve": [{budget, p, thresholds, accuracy, gflops, exit_histogram}, ...],
+       "measured": [{budget, accuracy, gflops, batch_size, compaction -> ms/video, ...}],
+       "timing": {...how it was timed...}}
+    """
+    from adafocus_jax import models as models_lib
+    model = model or models_lib.create_model(config)
+    check_online(model.config)
+    test_split = test_split or str(config.benchmark.split)
+    variables = jax.device_put({"params": variables["params"],
+                                "batch_stats": variables.get("batch_stats", {})})
+    fit_frames, _ = load_split(config, fit_split)
+    test_frames, test_labels = load_split(config, test_split)
+    logging.info("early exit: %d %s + %d %s videos loaded", len(fit_frames), fit_split,
+                 len(test_frames), test_split)
+    fit_conf = step_confidences(full_step_probabilities(model, variables, fit_frames, batch_size))
+    test_probs = full_step_probabilities(model, variables, test_frames, batch_size)
+    test_conf = step_confidences(test_probs)
+    costs = step_gflops(model)
+    cumulative = np.cumsum(costs)
+    steps = len(costs)
+    full_acc = float(100 * np.mean(test_probs[:, -1].argmax(-1) == test_labels))
+    rows = np.arange(len(test_labels))
+
+    def evaluate_fit(fit):
+        exits = simulate_exit(test_conf, fit.thresholds)
+        pred = test_probs[rows, exits].argmax(-1)
+        return exits, float(100 * np.mean(pred == test_labels)), float(cumulative[exits].mean())
+
+    curve = []
+    for budget in np.linspace(cumulative[0], cumulative[-1], num_budgets):
+        fit = fit_thresholds(fit_conf, costs, float(budget))
+        exits, acc, gflops = evaluate_fit(fit)
+        curve.append({"budget": float(budget), "p": fit.p,
+                      "thresholds": [float(t) for t in fit.thresholds],
+                      "accuracy": acc, "gflops": gflops,
+                      "exit_histogram": np.bincount(exits, minlength=steps).tolist()})
+    # Measured operating points (`measure`): "cheapest" = the cheapest budget within 1 point of
+    # the full model, "mid" = the midpoint of the budget range.
+    within = [c for c in curve if c["accuracy"] >= full_acc - 1.0]
+    points = {"cheapest": min(within, key=lambda c: c["gflops"]) if within else curve[-1],
+              "mid": curve[len(curve) // 2]}
+    unknown = [m for m in measure if m not in points]
+    if unknown:
+        raise ValueError(f"measure: unknown points {unknown}; expected some of {list(points)}")
+    chosen = []
+    for name in measure:
+        if points[name] not in chosen:
+            chosen.append(points[name])
+    logging.info("early exit: curve of %d budgets done; full model top-1 %.2f%%", len(curve),
+                 full_acc)
+    runner = OnlineRunner(model, variables)
+    measured = []
+    for point in chosen:
+        thresholds = point["thresholds"]
+        # The real exits (on the timed videos) must be the simulated ones.
+        timed = test_frames[:timing_videos] if timing_videos else test_frames
+        want = simulate_exit(test_conf, thresholds)[:len(timed)]
+        results = {c: runner.run(timed, thresholds, batch_size, c) for c in ("compact", "masked")}
+        for compaction, got in results.items():
+            if not np.array_equal(got["exit_step"], want):
+                raise AssertionError(f"real exits ({compaction}) differ from the simulation")
+            simulated = test_probs[rows[:len(timed)], want].argmax(-1)
+            if not np.array_equal(got["prediction"], simulated):
+                raise AssertionError(f"real predictions ({compaction}) differ from the full "
+                                     "model's at the same step")
+        fns = {
+            "full": lambda: runner.full(timed, batch_size),
+            "stepwise_no_exit": lambda: runner.run(timed, thresholds, batch_size, "none"),
+            "exit_compact": lambda: runner.run(timed, thresholds, batch_size, "compact"),
+            "exit_masked": lambda: runner.run(timed, thresholds, batch_size, "masked"),
+        }
+        logging.info("early exit: budget %.4f: exits checked; timing", point["budget"])
+        times = time_interleaved(fns, repeats)
+        single = test_frames[:single_videos]
+        times_1 = time_interleaved({
+            "full": lambda: runner.full(single, 1),
+            "exit": lambda: runner.run(single, thresholds, 1, "compact")}, repeats)
+        n = n_timed = len(timed)
+        ms = {k: 1000 * float(np.median(v)) / n for k, v in times.items()}
+        ms_1 = {k: 1000 * float(np.median(v)) / len(single) for k, v in times_1.items()}
+        exits = simulate_exit(test_conf, thresholds)   # = the real exits (checked above)
+        measured.append({
+            "budget": point["budget"], "thresholds": thresholds,
+            "accuracy": float(100 * np.mean(test_probs[rows, exits].argmax(-1) == test_labels)),
+            "gflops": float(cumulative[exits].mean()),
+            "mean_frames": float(exits.mean() + 1),
+            "timed_accuracy": float(100 * np.mean(
+                results["compact"]["prediction"] == test_labels[:n_timed])),
+            "timed_gflops": float(cumulative[results["compact"]["exit_step"]].mean()),
+            "rows_processed_timed": {
+                "full": int(math.ceil(n_timed / batch_size) * batch_size * steps),
+                "compact": int(results["compact"]["rows_processed"]),
+                "masked": int(results["masked"]["rows_processed"])},
+            "batch_size": batch_size, "timed_videos": int(n), "ms_per_video": ms,
+            "speedup_vs_full": {k: ms["full"] / v for k, v in ms.items() if k != "full"},
+            "batch_size_1": {"num_videos": len(single), "ms_per_video": ms_1,
+                             "speedup_vs_full": ms_1["full"] / ms_1["exit"]},
+        })
+    section = {
+        "fit_split": fit_split, "test_split": test_split, "num_videos": int(len(test_labels)),
+        "num_fit_videos": int(len(fit_frames)), "step_gflops": float(costs[0]),
+        "num_steps": steps,
+        "full": {"accuracy": full_acc, "gflops": float(cumulative[-1])},
+        "curve": curve, "measured": measured,
+        "timing": {"repeats": repeats, "statistic": "median of interleaved rounds",
+                   "what": "inference only, frames already in memory as uint8; full = the "
+                           "all-frames model (one call per batch); exit = frame-by-frame with "
+                           "one host read of the confidences per step",
+                   "device": str(jax.devices()[0].platform)},
+    }
+    if plot_path:
+        plot_curve(plot_path, curve, measured, section["full"],
+                   f"AdaFocus+ early exit, {test_split} split ({len(test_labels)} videos)")
+        section["plot"] = plot_path
+    return section
