@@ -153,9 +153,11 @@ def _jitted_step(model, patch_mode: str, seed: int, with_scores: bool, mesh):
         return totals, out.get("scores")
 
     totals_sharding = {k: parallel.replicated(mesh) for k in SUM_KEYS}
+    # The running totals are not donated: the loop waits on the totals of a batch two behind to
+    # bound the batches in flight, and a donated buffer could not be waited on (a few floats per
+    # class, so donation would save nothing).
     fn = jax.jit(accumulate, out_shardings=(
-        totals_sharding, parallel.batch_sharding(mesh) if with_scores else None),
-        donate_argnums=(3,))
+        totals_sharding, parallel.batch_sharding(mesh) if with_scores else None))
     _STEP_CACHE[key] = (model, fn)
     return fn
 

@@ -290,6 +290,11 @@ def test_evaluate_counts_every_video_once_and_matches_manual_top1():
     limited = evaluate.evaluate_model(config, model, variables, source, patch_mode="glancer",
                                       batch_size=8, max_batches=1)
     assert limited["num_videos"] == 8
+    # Six batches: more than the two the loop keeps in flight (it waits on older batches' totals).
+    many = evaluate.evaluate_model(config, model, variables, source, patch_mode="glancer",
+                                   batch_size=2, mesh=parallel.make_mesh(jax.devices()[:2]))
+    assert many["num_videos"] == 12 and many["top1"] == pytest.approx(top1)
+    assert many["map"] == pytest.approx(expected_map, abs=1e-3)
 
 
 def test_train_and_evaluate_end_to_end_on_8_devices(tmp_path):
