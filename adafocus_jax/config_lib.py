@@ -3,7 +3,7 @@ and the training recipe (adafocus_jax.stages) of one official setting."""
 
 import ml_collections
 
-from adafocus_jax import data, models, stages
+from adafocus_jax import data, families, models, stages
 
 
 def parse_options(arg: str | None) -> dict:
@@ -26,7 +26,7 @@ STHSTH_DISCRETE_GRID = 5
 
 def set_sthsth_policy(config: ml_collections.ConfigDict, policy: str, where: str) -> None:
     """Sets `config.model.policy` to the Sth-Sth `policy` variant ("gaussian" or "discrete")."""
-    if config.dataset not in stages.STHSTH:
+    if config.dataset not in families.STHSTH:
         raise ValueError(f"{where}: policy={policy} is an option of sthv1/sthv2 only (the "
                          f"{config.dataset} policy is always a categorical grid)")
     if policy not in STHSTH_POLICIES:

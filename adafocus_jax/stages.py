@@ -38,12 +38,11 @@ import ml_collections
 import optax
 from flax import traverse_util
 
+from adafocus_jax.families import ACTNET_FAMILY, RECIPE_DATASETS, STHSTH
+from adafocus_jax.patch_modes import patch_modes
+
 MODULES = ("glancer", "focuser", "policy", "classifier")
 LOSSES = ("ce", "step_ce", "ppo", "glancer_ce", "focuser_ce", "v2")
-# "target": random patches that hold the whole target box (data that knows it: synthetic only).
-PATCH_MODES = ("random", "random_grid", "sample", "policy", "center", "target", "none")
-STHSTH = ("sthv1", "sthv2")
-ACTNET_FAMILY = ("actnet", "fcvid", "minik", "synthetic")
 INIT_FROM = "init_from"
 
 # The parameter path of the ResNet stem conv: the only tensor the released Sth-Sth stage 1 trains.
@@ -90,8 +89,9 @@ def _recipe(*, loss: str, patch_mode: str, modes: Mapping[str, bool], lr: Mappin
 # `config.stage_order`).
 STHSTH_STAGE_ORDER = ("stage1", "stage2", "stage3")
 ACTNET_STAGE_ORDER = ("stage0_glancer", "stage0_focuser", "stage1", "stage2", "stage3")
-# Datasets whose official scripts hand each stage's best-validated checkpoint to the next (§4.3).
-HANDOFF_BEST_DATASETS = ("actnet", "fcvid", "minik")
+# The official ActivityNet-family scripts hand each stage's best-validated checkpoint to the next
+# (§4.3).
+HANDOFF_BEST_DATASETS = ACTNET_FAMILY
 
 
 def _sthsth_stages() -> ml_collections.ConfigDict:
@@ -189,9 +189,9 @@ def add_training_config(config: ml_collections.ConfigDict) -> ml_collections.Con
       The same config (modified in place).
     """
     dataset = config.dataset
-    if dataset not in STHSTH + ACTNET_FAMILY:
+    if dataset not in RECIPE_DATASETS:
         raise ValueError(f"config.dataset={dataset!r}: no training recipe; expected one of "
-                         f"{STHSTH + ACTNET_FAMILY}")
+                         f"{RECIPE_DATASETS}")
     sth = dataset in STHSTH
     config.seed = 1007                        # the official seed
     if config.model.get("version", "v1") == "v2":
@@ -397,11 +397,10 @@ def resolve_recipe(config: ml_collections.ConfigDict, name: str) -> StageRecipe:
             trainable_pattern = RELEASED_BUG_STAGE1_PATTERN
         elif name == "stage3":
             lr = {m: 0.0 for m in MODULES}   # backbone_lr 0 and an empty group 1: nothing trains
-    for field, allowed in (("loss", LOSSES), ("patch_mode", PATCH_MODES),
+    for field, allowed in (("loss", LOSSES), ("patch_mode", patch_modes("recipe")),
                            ("optimizer", ("sgd", "adam")),
                            ("lr_schedule", ("cosine", "step", "constant")),
-                           ("eval_patch_mode", ("random", "random_grid", "policy", "center",
-                                                "glancer", "focuser"))):
+                           ("eval_patch_mode", patch_modes("stage_eval"))):
         if r[field] not in allowed:
             raise ValueError(f"{where}.{field}={r[field]!r}: expected one of {allowed}")
     if r.ppo.algorithm not in ("ppo", "reinforce"):

@@ -44,15 +44,12 @@ Known differences from the official code (deliberate or inherent; also listed in
     once per batch (from the acting pass), not once per PPO epoch.
 """
 
-import dataclasses
 import functools
-import json
 import logging
 import math
 import os
 import signal
 import threading
-import time
 from typing import Any, Callable, Mapping
 
 import flax
@@ -64,17 +61,15 @@ import numpy as np
 import optax
 
 from adafocus_jax import checkpoint as ckpt_lib
+from adafocus_jax import json_io
 from adafocus_jax import crop as crop_lib
 from adafocus_jax import data as data_lib
 from adafocus_jax import metrics as metrics_lib
 from adafocus_jax import models, parallel, rl, stages
 from adafocus_jax import v2 as v2_lib
-from adafocus_jax.data.transforms import normalize_jnp
+from adafocus_jax.data.transforms import normalize_batch_frames
+from adafocus_jax.metrics import masked_mean
 from adafocus_jax.models import Modes
-
-# recipe.patch_mode → the model's patch_mode for the classification losses.
-_MODEL_PATCH_MODE = {"random": "random", "random_grid": "random_grid", "sample": "sample",
-                     "policy": "policy", "center": "center"}
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -116,12 +111,6 @@ class TrainingInterrupted(Exception):
 # Small pure helpers used inside the steps.
 
 
-def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
-    """sum(x * mask) / max(sum(mask), 1) for `x` `[B]` and `mask` `[B]`."""
-    w = mask.astype(jnp.float32)
-    return jnp.sum(x.astype(jnp.float32) * w) / jnp.maximum(jnp.sum(w), 1.0)
-
-
 def _split_trained(params: Mapping, trained: tuple[str, ...]) -> dict:
     return {m: params[m] for m in trained}
 
@@ -130,13 +119,6 @@ def _merge(params: Mapping, sub: Mapping) -> dict:
     out = dict(params)
     out.update(sub)
     return out
-
-
-def _frames(batch: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array | None]:
-    """uint8 frames → normalised float32 (`glance` `[B, T_G, S, S, 3]`, `focus` or None)."""
-    glance = normalize_jnp(batch["glance"])
-    focus = normalize_jnp(batch["focus"]) if "focus" in batch else None
-    return glance, focus
 
 
 def _rngs(rng: jax.Array) -> dict[str, jax.Array]:
@@ -189,7 +171,7 @@ def classification_loss(model: models.AdaFocus, recipe: stages.StageRecipe, vari
     """
     if recipe.loss == "v2":   # AdaFocusV2: one end-to-end stage (adafocus_jax/v2.py)
         return v2_lib.v2_loss(model, recipe, variables, batch, rng)
-    glance, focus = _frames(batch)
+    glance, focus = normalize_batch_frames(batch)
     labels, mask = batch["label"], batch["mask"]
     modes = recipe.modes
     rngs = _rngs(rng)
@@ -197,7 +179,7 @@ def classification_loss(model: models.AdaFocus, recipe: stages.StageRecipe, vari
     if recipe.loss in ("ce", "step_ce"):
         out, updates = model.apply(
             variables, glance, focus, train=Modes(**modes),
-            patch_mode="given" if given is not None else _MODEL_PATCH_MODE[recipe.patch_mode],
+            patch_mode="given" if given is not None else recipe.patch_mode,
             patch_offsets=given, rngs=rngs, mutable=["batch_stats"])
         logits = out.logits
         if recipe.loss == "ce":
@@ -226,22 +208,6 @@ def classification_loss(model: models.AdaFocus, recipe: stages.StageRecipe, vari
 # The policy stage (stage 2).
 
 
-def _policy_distribution(model_config, dist_params: jax.Array, actions: jax.Array):
-    """(log pi(a) `[B, S]`, entropy `[B, S]`) of stored actions under `dist_params`."""
-    kind = model_config.policy.kind
-    if kind == "gaussian":
-        std = float(model_config.policy.action_std)
-        return (rl.gaussian_log_prob(dist_params, std, actions),
-                rl.gaussian_entropy(std, dist_params.shape[-1], dist_params.shape[:2]))
-    return rl.categorical_log_prob(dist_params, actions), rl.categorical_entropy(dist_params)
-
-
-def _sample(model_config, dist_params: jax.Array, rng: jax.Array) -> jax.Array:
-    if model_config.policy.kind == "gaussian":
-        return rl.gaussian_sample_clipped(rng, dist_params, float(model_config.policy.action_std))
-    return rl.categorical_sample(rng, dist_params)
-
-
 def ppo_rollout(model: models.AdaFocus, recipe: stages.StageRecipe, variables: Mapping,
                 batch: Mapping[str, jax.Array], rng: jax.Array) -> dict[str, Any]:
     """Acts with the current policy on a batch and scores the actions (no gradients).
@@ -267,7 +233,7 @@ def ppo_rollout(model: models.AdaFocus, recipe: stages.StageRecipe, variables: M
     """
     cfg = model.config
     modes = recipe.modes
-    glance, focus = _frames(batch)
+    glance, focus = normalize_batch_frames(batch)
     focus = glance if focus is None else focus
     labels, mask = batch["label"], batch["mask"]
     k_actions, k_random, k_dropout = jax.random.split(rng, 3)
@@ -283,8 +249,9 @@ def ppo_rollout(model: models.AdaFocus, recipe: stages.StageRecipe, variables: M
     states = model.apply(variables, jax.lax.stop_gradient(maps), method="policy_states")
     (dist_params, values), variables = apply(variables, states, modes["policy"],
                                              method="policy_forward")
-    actions = _sample(cfg, dist_params, k_actions)
-    log_probs, _ = _policy_distribution(cfg, dist_params, actions)
+    actions = rl.sample_actions(cfg.policy.kind, dist_params, k_actions, cfg.policy.action_std)
+    log_probs, _ = rl.log_prob_and_entropy(cfg.policy.kind, dist_params, actions,
+                                           cfg.policy.action_std)
     offsets = model.apply(variables, actions, method="action_offsets")
     random_offsets = model.apply(variables, k_random, batch_size, method="random_offsets")
 
@@ -325,7 +292,8 @@ def policy_loss(model: models.AdaFocus, recipe: stages.StageRecipe, variables: M
     ppo = recipe.ppo
     (dist_params, values), _ = model.apply(variables, rollout["states"], recipe.modes["policy"],
                                            mutable=["batch_stats"], method="policy_forward")
-    log_probs, entropy = _policy_distribution(cfg, dist_params, rollout["actions"])
+    log_probs, entropy = rl.log_prob_and_entropy(cfg.policy.kind, dist_params, rollout["actions"],
+                                                 cfg.policy.action_std)
     common = dict(value_coef=float(ppo["value_coef"]), entropy_coef=float(ppo["entropy_coef"]),
                   weights=mask)
     if ppo["algorithm"] == "reinforce":
@@ -708,29 +676,7 @@ def check_finite(summary: Mapping[str, float], where: str, checkpoint_dir: str) 
 
 def _eval_batch_size(config, recipe, mesh) -> int:
     """The eval batch, rounded down to a multiple of the device and process counts."""
-    size = int(config.train.eval_batch_size) or recipe.batch_size
-    unit = math.lcm(mesh.devices.size, jax.process_count())
-    return max(unit, size // unit * unit)
-
-
-def _json_safe(x):
-    """NaN/Inf → None (strict JSON has no NaN; e.g. "map" when the metric is top-1)."""
-    if isinstance(x, Mapping):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
-def _write_json(path: str, payload: Mapping) -> None:
-    if jax.process_index() != 0:
-        return
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(_json_safe(payload), f, indent=2, sort_keys=True, allow_nan=False)
-    os.replace(tmp, path)
+    return parallel.round_batch_size(int(config.train.eval_batch_size) or recipe.batch_size, mesh)
 
 
 def initial_variables(config, model) -> dict:
@@ -894,9 +840,9 @@ def run_stage(config, name: str, workdir: str, finished: Mapping[str, dict], mes
         final = run_eval(step) if (eval_source is not None and config.train.final_eval) else {}
         handed = ({"mode": "best", "step": best[0], "metric": eval_metric, "value": best[1]}
                   if best is not None else {"mode": "last", "step": num_steps})
-        _write_json(os.path.join(stage_dir, "results.json"),
-                    {"stage": name, "steps": num_steps, "final_eval": final, "evals": history,
-                     "handoff": handed})
+        json_io.write_json(os.path.join(stage_dir, "results.json"),
+                           {"stage": name, "steps": num_steps, "final_eval": final,
+                            "evals": history, "handoff": handed}, strict=True, sort_keys=True)
     finally:
         manager.wait_until_finished()
         manager.close()
