@@ -57,8 +57,9 @@ import jax
 import ml_collections
 import numpy as np
 
+from adafocus_jax import checkpoint as ckpt_lib
 from adafocus_jax import flops as flops_lib
-from adafocus_jax import json_io, models, parallel
+from adafocus_jax import handoff, json_io, models, parallel, stages
 
 # Variant → evaluate_model patch mode (adafocus_jax.patch_modes).
 VARIANT_PATCH_MODE = {"learned": "policy", "random": "random", "center": "center", "oracle": "oracle",
@@ -96,7 +97,6 @@ def _batch_size(config, mesh) -> int:
 def _full_frame_variables(config, workdir: str, variables: Mapping) -> tuple[Mapping, str]:
     """The variables for `full_frame`: the stage named by `config.benchmark.full_frame_stage` if
     its checkpoint is in `workdir`, else the final `variables`. Returns (variables, where from)."""
-    from adafocus_jax import checkpoint as ckpt_lib
     stage = str(config.benchmark.get("full_frame_stage", "") or "")
     if not stage:
         return variables, "final"
@@ -226,9 +226,8 @@ def early_exit_section(config, workdir: str, variables: Mapping, *, model=None,
 def _final_variables(config, workdir: str) -> dict:
     """Variables the last stage of `config.run_stages` in `workdir` hands on (its last state, or
     its best-validated one with `config.train.handoff="best"`), as `train_and_evaluate` does."""
-    from adafocus_jax import stages, train  # train imports this module: import at call time
     last = stages.stage_names(config)[-1]
-    variables = train.handoff_variables(config, os.path.join(workdir, last))
+    variables = handoff.handoff_variables(config, os.path.join(workdir, last))
     return jax.tree.map(np.asarray, variables)
 
 
