@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from adafocus_jax.families import NUM_CLASSES, STHSTH
+from adafocus_jax.recipes import PATCH_SIZES
 from adafocus_jax.models.adafocus import AdaFocus, AdaFocusOutput, Modes
 from adafocus_jax.models.v2 import AdaFocusV2, coarse_to_fine_order
 from adafocus_jax.rl import deterministic_actions, sample_actions
@@ -18,7 +19,8 @@ from adafocus_jax.rl import deterministic_actions, sample_actions
 # What differs between the two official code paths (adafocus_v1.md §1) follows the dataset's
 # family (`adafocus_jax.families`).
 MODEL_DTYPES = ("float32", "bfloat16")  # the precision policy: see adafocus_jax.models.adafocus
-DEFAULT_PATCH = {"sthv1": 144, "sthv2": 144, "actnet": 128, "fcvid": 128, "minik": 128}
+# The default patch size of each dataset: the first of its official sizes.
+DEFAULT_PATCH = {dataset: sizes[0] for dataset, sizes in PATCH_SIZES.items()}
 
 
 def default_model_config(dataset: str, patch_size: int | None = None) -> ml_collections.ConfigDict:
