@@ -159,24 +159,25 @@ def _split_v2_sources(path: str, state: dict) -> tuple[str, str, dict[str, _Sour
         groups[module][ours] = state[theirs]
         names[module][ours] = prefix + theirs
 
+    # The key-prefix rules, most specific first (built once, not per key).
+    if sth:
+        rules = (("global_CNN.base_model.", "glancer", "net."),
+                 ("global_CNN.new_fc.", "glancer", "net.classifier."),
+                 ("global_CNN.new_new_fc.", "glancer", "net.reg_classifier."),
+                 ("local_CNN.base_model.", "focuser", "net."),
+                 ("local_CNN.new_fc.", "focuser", "net.fc."),
+                 ("local_CNN.new_new_fc.", "focuser", "net.reg_fc."),
+                 ("policy_stn.", "policy", "v2_sth."))
+    else:
+        rules = (("global_CNN.classifier.", None, None),   # unused 1000-way heads
+                 ("local_CNN.fc.", None, None),
+                 ("global_CNN_fc.1.", "glancer", "net.classifier."),
+                 ("global_CNN.", "glancer", "net."),
+                 ("local_CNN_fc.1.", "focuser", "net.fc."),
+                 ("local_CNN.", "focuser", "net."),
+                 ("policy_stn.", "policy", "v2_anet."),
+                 ("classifier.", "classifier", ""))
     for key in state:
-        if sth:
-            rules = (("global_CNN.base_model.", "glancer", "net."),
-                     ("global_CNN.new_fc.", "glancer", "net.classifier."),
-                     ("global_CNN.new_new_fc.", "glancer", "net.reg_classifier."),
-                     ("local_CNN.base_model.", "focuser", "net."),
-                     ("local_CNN.new_fc.", "focuser", "net.fc."),
-                     ("local_CNN.new_new_fc.", "focuser", "net.reg_fc."),
-                     ("policy_stn.", "policy", "v2_sth."))
-        else:
-            rules = (("global_CNN.classifier.", None, None),   # unused 1000-way heads
-                     ("local_CNN.fc.", None, None),
-                     ("global_CNN_fc.1.", "glancer", "net.classifier."),
-                     ("global_CNN.", "glancer", "net."),
-                     ("local_CNN_fc.1.", "focuser", "net.fc."),
-                     ("local_CNN.", "focuser", "net."),
-                     ("policy_stn.", "policy", "v2_anet."),
-                     ("classifier.", "classifier", ""))
         for theirs, module, ours in rules:
             if key.startswith(theirs):
                 if module is None:
