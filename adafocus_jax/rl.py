@@ -2,7 +2,9 @@
 
 The one home of action sampling and scoring: `sample_actions` (training), `deterministic_actions`
 (inference), `log_prob_and_entropy` (the PPO loss), used by `models.adafocus`, `train` and
-`early_exit`.
+`early_exit`; and of Uni-AdaFocus's temporal policy maths (`quantile_frame_indices`,
+`stratified_offsets`, `removal_keep_masks`, `mc_surrogate_logits`, used by `models.uni`), at the
+end of this file.
 
 Everything here is a pure `jax.numpy` function of arrays shaped `[B, S]` (B videos, S policy steps:
 S = 1 for Sth-Sth, one patch per video; S = T for the ActivityNet family, one patch per frame), so it
@@ -250,3 +252,114 @@ def reinforce_loss(log_probs: jax.Array, values: jax.Array, norm_returns: jax.Ar
     one = jnp.ones((), jnp.float32)
     return PolicyLossTerms(total=total, policy=policy_term, value=value_term, entropy=entropy_term,
                            ratio_mean=one, clip_fraction=0.0 * one, approx_kl=0.0 * one)
+
+
+# --------------------------------------------------------------------------------------------------
+# Uni-AdaFocus temporal policy (adafocus_family.md §1.4): which K of the N candidate frames the
+# local network sees, drawn from a distribution over the G glance positions, and the Monte-Carlo
+# surrogate through which that distribution is trained (the selection itself has no gradient).
+
+
+def stratified_offsets(rng: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Training offsets u ~ U[0, 1) `shape` (`[B, K]`: one per video and chosen frame, so the
+    thresholds (i + u_i) / K stratify [0, 1)); at test the official code uses u = 0.5."""
+    return jax.random.uniform(rng, shape, jnp.float32)
+
+
+def quantile_frame_indices(weights: jax.Array, num_candidates: int, num_chosen: int,
+                           offsets: jax.Array | float = 0.5) -> jax.Array:
+    """K distinct, increasing candidate-frame indices by quantile sampling of the policy's CDF.
+
+    The G weights spread the probability mass evenly over G equal bins of [0, 1) (bin j =
+    [j/G, (j+1)/G)), so the CDF is piecewise linear through (j/G, C_j), C_j = w_0 + ... + w_{j-1}
+    (C_G forced to 1). Threshold i is q_i = (i + u_i) / K; its quantile x_i solves CDF(x) = q_i
+    on the first bin j whose right end C_{j+1} reaches q_i (the official linear-interpolation
+    formula), and the frame is floor(x_i · N). A frame equal to or before the previous one is
+    pushed to the previous one + 1 (official loop; here `i + cummax(f - i)`), and frame i is at most
+    N - K + i, so the K frames are distinct and in range.
+
+    Args:
+      weights: `[B, G]` probabilities over the glance positions (rows sum to 1).
+      num_candidates: N, frames the indices refer to (48 officially).
+      num_chosen: K ≤ N, frames to choose (16 officially).
+      offsets: u, `[B, K]` in [0, 1) (`stratified_offsets`, training) or a scalar (0.5, test).
+
+    Returns:
+      int32 `[B, K]` frame indices in [0, N), strictly increasing along K.
+    """
+    if weights.ndim != 2:
+        raise ValueError(f"quantile_frame_indices: weights must be [B, G], got {weights.shape}")
+    if not 0 < num_chosen <= num_candidates:
+        raise ValueError(f"quantile_frame_indices: need 0 < K={num_chosen} <= N={num_candidates}")
+    b, g = weights.shape
+    weights = jax.lax.stop_gradient(weights).astype(jnp.float32)
+    cdf = jnp.concatenate([jnp.zeros((b, 1), jnp.float32), jnp.cumsum(weights, axis=1)], axis=1)
+    cdf = cdf.at[:, -1].set(1.0)                                              # [B, G + 1]
+    u = jnp.broadcast_to(jnp.asarray(offsets, jnp.float32), (b, num_chosen))
+    thresholds = (jnp.arange(num_chosen, dtype=jnp.float32) + u) / num_chosen  # [B, K]
+    # First CDF node reaching the threshold, minus one: the bin holding the quantile.
+    first = jnp.argmax(cdf[:, :, None] >= thresholds[:, None, :], axis=1)    # [B, K]
+    bin_ = jnp.clip(first, 1, g) - 1
+    y1 = jnp.take_along_axis(cdf, bin_, axis=1)
+    y2 = jnp.take_along_axis(cdf, bin_ + 1, axis=1)
+    x1 = bin_.astype(jnp.float32) / g
+    x2 = (bin_ + 1).astype(jnp.float32) / g
+    rise = jnp.where(y2 > y1, y2 - y1, 1.0)    # only a threshold of exactly 0 can meet a flat bin
+    quantile = (x2 * (thresholds - y1) - x1 * (thresholds - y2)) / rise
+    frames = jnp.floor(quantile * num_candidates).astype(jnp.int32)
+    steps = jnp.arange(num_chosen, dtype=jnp.int32)
+    frames = steps + jax.lax.cummax(frames - steps, axis=1)   # a_i = max(f_i, a_{i-1} + 1)
+    return jnp.minimum(frames, num_candidates - num_chosen + steps)
+
+
+def removal_keep_masks(rng: jax.Array, weights: jax.Array, num_removals: int,
+                       num_samples: int) -> jax.Array:
+    """The frames kept by the Monte-Carlo surrogate's random removals.
+
+    For each r = 0 .. R - 1 and each of S samples, r of the G glance positions are removed, drawn
+    without replacement with probabilities ∝ `weights` (the official `multinomial(w, r)`), by the
+    Gumbel-top-r trick: the r largest of log w + Gumbel noise are exactly such a draw.
+
+    Args:
+      rng: PRNG key.
+      weights: `[B, G]` probabilities (no gradient flows through the draw).
+      num_removals: R (official: G // 3), so 0 .. R - 1 positions are removed.
+      num_samples: S (official: 128).
+
+    Returns:
+      float32 `[R · S, B, G]` keep masks (1 = kept); row r · S + s removes exactly r positions.
+    """
+    if weights.ndim != 2:
+        raise ValueError(f"removal_keep_masks: weights must be [B, G], got {weights.shape}")
+    b, g = weights.shape
+    if not 1 <= num_removals <= g:
+        raise ValueError(f"removal_keep_masks: num_removals={num_removals} must be in [1, G={g}]")
+    log_w = jnp.log(jax.lax.stop_gradient(weights).astype(jnp.float32))
+    scores = log_w + jax.random.gumbel(rng, (num_removals, num_samples, b, g), jnp.float32)
+    ranks = jnp.argsort(jnp.argsort(-scores, axis=-1), axis=-1)     # 0 = removed first
+    removed = ranks < jnp.arange(num_removals)[:, None, None, None]
+    return (~removed).astype(jnp.float32).reshape(num_removals * num_samples, b, g)
+
+
+def mc_surrogate_logits(logits: jax.Array, weights: jax.Array, keep: jax.Array) -> jax.Array:
+    """The temporal policy's Monte-Carlo surrogate prediction (trained with cross-entropy).
+
+    For each keep mask m: the weighted mean of the glance logits over the kept positions,
+    sum_t m_t w_t l_t / stop_gradient(sum_t m_t w_t) (the normaliser is a constant, as in the
+    official code); then the mean over the M masks.
+
+    Args:
+      logits: `[B, G, K]` per-glance-frame logits.
+      weights: `[B, G]` the temporal policy's distribution (gradients flow to it and to `logits`).
+      keep: `[M, B, G]` keep masks (`removal_keep_masks`).
+
+    Returns:
+      `[B, K]` surrogate logits.
+    """
+    if keep.ndim != 3 or keep.shape[1:] != weights.shape or logits.shape[:2] != weights.shape:
+        raise ValueError(f"mc_surrogate_logits: logits {logits.shape}, weights {weights.shape} and "
+                         f"keep {keep.shape} must be [B, G, K], [B, G] and [M, B, G]")
+    kept = keep * weights[None]                                              # [M, B, G]
+    norm = jax.lax.stop_gradient(jnp.sum(kept, axis=-1, keepdims=True))     # [M, B, 1]
+    pooled = jnp.einsum("mbg,bgk->mbk", kept, logits.astype(jnp.float32)) / norm
+    return jnp.mean(pooled, axis=0)
