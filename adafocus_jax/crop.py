@@ -7,7 +7,11 @@ no Python loop over videos or frames.
 
 `crop_patches` takes integer offsets (V1); `bilinear_crop` is the differentiable AdaFocusV2 crop
 (float boxes `v2_top_left`, PyTorch `grid_sample` semantics, an einsum of two interpolation
-matrices), through which the local network's loss trains the policy.
+matrices), through which the local network's loss trains the policy. Uni-AdaFocus boxes have a
+free side per axis (`uni_boxes`, 96…224 px at the official size) and one action per glance frame,
+interpolated in time to the candidate frames (`interpolate_actions`); the same `bilinear_crop`
+resamples them from the frames (detached actions, for the local network) and from the glance
+feature maps (the proxy crop that trains the spatial policy).
 """
 
 import jax
@@ -156,6 +160,50 @@ def v2_top_left(actions: jnp.ndarray, image_size: int, patch_size: int) -> jnp.n
     return actions.astype(jnp.float32) * jnp.float32(image_size - patch_size)
 
 
+def uni_boxes(actions: jnp.ndarray, image_size: float, out_size: int, patch_size: int,
+              side_range: tuple[float, float] = (96.0, 224.0)) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Uni-AdaFocus boxes from actions `[..., 4]` in [0, 1]: (row, col, row scale, col scale).
+
+    Per axis the box side at the frame's scale is `lo + (hi − lo) · s` pixels (`side_range` =
+    (lo, hi), 96…224 at 224² frames), i.e. `out_size · side / patch_size` units of an image of
+    `image_size` units: the frame itself (`image_size` = S, `out_size` = P) or its glance feature
+    map (`image_size` = 7, `out_size` = P // 32, the proxy crop). The box's top-left is
+    `a · (image_size − side)`, so a box that fits stays inside the image.
+
+    Args:
+      actions: `[..., 4]` (y, x, s_y, s_x).
+      image_size: side of the image the box lives on (pixels or feature cells).
+      out_size: side of the resampled output.
+      patch_size: P, the patch size the action's scale refers to.
+      side_range: (lo, hi) box sides in frame pixels for s = 0 and s = 1.
+
+    Returns:
+      (top_left `[..., 2]`, side `[..., 2]`) float32, in units of `image_size`, for
+      `bilinear_crop(..., out_size, box_size=side)`.
+    """
+    if actions.shape[-1] != 4:
+        raise ValueError(f"uni_boxes: actions must be [..., 4] (y, x, s_y, s_x), got "
+                         f"{actions.shape}")
+    lo, hi = (float(v) for v in side_range)
+    actions = actions.astype(jnp.float32)
+    scale = actions[..., 2:] * ((hi - lo) / patch_size) + lo / patch_size
+    side = out_size * scale
+    return actions[..., :2] * (image_size - side), side
+
+
+def interpolate_actions(actions: jnp.ndarray, num_frames: int) -> jnp.ndarray:
+    """Actions per glance frame `[B, G, D]` → per candidate frame `[B, N, D]` by linear
+    interpolation in time (PyTorch `interpolate(mode='linear', align_corners=False)`): frame i
+    reads glance position (i + ½) · G / N − ½, clamped to [0, G − 1]."""
+    b, g, d = actions.shape
+    src = (jnp.arange(num_frames, dtype=jnp.float32) + 0.5) * (g / num_frames) - 0.5
+    src = jnp.maximum(src, 0.0)
+    lo = jnp.minimum(jnp.floor(src).astype(jnp.int32), g - 1)
+    hi = jnp.minimum(lo + 1, g - 1)
+    frac = (src - lo.astype(jnp.float32))[None, :, None]
+    return (1.0 - frac) * actions[:, lo] + frac * actions[:, hi]
+
+
 def interpolation_matrix(coords: jnp.ndarray, size: int, dtype=jnp.float32) -> jnp.ndarray:
     """Bilinear weights `[..., P, size]` that sample a 1-D signal of `size` pixels at `coords`
     `[..., P]` (pixel centres at integers), with zeros outside the signal.
@@ -190,7 +238,8 @@ def bilinear_crop(frames: jnp.ndarray, top_left: jnp.ndarray, patch_size: int,
         per video, Sth-Sth), S = T (one per frame, ActivityNet) or any divisor of T (each step
         covers T / S consecutive frames, see `expand_to_frames`).
       patch_size: P, the output size.
-      box_size: side of the box in pixels (scalar, or `[B, S]`); defaults to P (a plain crop).
+      box_size: side of the box in pixels: a scalar, `[B, S]` (square boxes) or `[B, S, 2]` (row
+        and column sides, Uni-AdaFocus); defaults to P (a plain crop).
 
     Returns:
       `[B, T, P, P, C]` in the dtype of `frames`.
@@ -202,14 +251,16 @@ def bilinear_crop(frames: jnp.ndarray, top_left: jnp.ndarray, patch_size: int,
     # Coordinates in float32, or float64 when the boxes are float64 (parity tests under x64).
     dtype = jnp.promote_types(top_left.dtype, jnp.float32)
     side = jnp.asarray(patch_size if box_size is None else box_size, dtype)
-    side = jnp.broadcast_to(side, (b, steps))
+    if side.ndim < 3:
+        side = jnp.broadcast_to(side, (b, steps))[..., None]
+    side = jnp.broadcast_to(side, (b, steps, 2))
     corner = expand_to_frames(top_left.astype(dtype), t)                 # [B, T, 2]
-    side = expand_to_frames(side[..., None], t)[..., 0]                  # [B, T]
+    side = expand_to_frames(side, t)                                     # [B, T, 2]
     # top + (j + 0.5)·side/P − 0.5, written as ((2j + 1)·side − P) / 2P so that with side = P it
     # is exactly top + j (no rounding below an integer, which would flip floor() and the gradient).
     odd = 2 * jnp.arange(patch_size, dtype=dtype) + 1                    # [P]
-    offset = (odd * side[..., None] - patch_size) / (2 * patch_size)     # [B, T, P]
-    coords = corner[..., None] + offset[..., None, :]                    # [B, T, 2, P]
+    offset = (odd * side[..., None] - patch_size) / (2 * patch_size)     # [B, T, 2, P]
+    coords = corner[..., None] + offset                                  # [B, T, 2, P]
     rows = interpolation_matrix(coords[:, :, 0], h, frames.dtype)         # [B, T, P, H]
     cols = interpolation_matrix(coords[:, :, 1], w, frames.dtype)         # [B, T, P, W]
     out = jnp.einsum("btph,bthwc->btpwc", rows, frames)

@@ -116,3 +116,102 @@ def test_mc_surrogate_rejects_mismatched_shapes():
         rl.mc_surrogate_logits(jnp.zeros((1, 3, 2)), jnp.ones((1, 3)), jnp.ones((2, 1, 4)))
     with pytest.raises(ValueError, match="num_removals"):
         rl.removal_keep_masks(jax.random.key(0), jnp.ones((1, 3)) / 3, 4, 2)
+
+
+# --------------------------------------------------------------------------------------------------
+# Spatial policy: boxes, time interpolation, the crops.
+
+
+def test_uni_boxes_by_hand():
+    actions = jnp.asarray([[0.5, 0.25, 0.0, 1.0]])
+    # Frames (224², P = 128): sides 96 + 128·(0, 1) = (96, 224); top-left (.5·(224 − 96),
+    # .25·(224 − 224)) = (64, 0).
+    top, side = crop_lib.uni_boxes(actions, 224, 128, 128)
+    np.testing.assert_allclose(np.asarray(side), [[96.0, 224.0]])
+    np.testing.assert_allclose(np.asarray(top), [[64.0, 0.0]])
+    # The 7×7 glance map, output 128 // 32 = 4 cells: sides 4·(96, 224)/128 = (3, 7) cells;
+    # top-left (.5·(7 − 3), .25·0) = (2, 0).
+    top, side = crop_lib.uni_boxes(actions, 7, 4, 128)
+    np.testing.assert_allclose(np.asarray(side), [[3.0, 7.0]])
+    np.testing.assert_allclose(np.asarray(top), [[2.0, 0.0]])
+    # The random-patch action: scale (P − 96) / (224 − 96) gives side P.
+    s = (160 - 96) / 128
+    _, side = crop_lib.uni_boxes(jnp.asarray([[0.1, 0.9, s, s]]), 224, 160, 160)
+    np.testing.assert_allclose(np.asarray(side), [[160.0, 160.0]], rtol=1e-6)
+    with pytest.raises(ValueError, match="actions must be"):
+        crop_lib.uni_boxes(jnp.zeros((1, 2)), 224, 128, 128)
+
+
+@pytest.mark.parametrize("g, n", [(16, 48), (3, 7), (4, 4)])
+def test_interpolate_actions_matches_torch(g, n):
+    torch = pytest.importorskip("torch")
+    actions = np.random.default_rng(g).uniform(size=(2, g, 4)).astype(np.float32)
+    want = torch.nn.functional.interpolate(
+        torch.from_numpy(actions).permute(0, 2, 1), n, mode="linear",
+        align_corners=False).permute(0, 2, 1).numpy()
+    got = crop_lib.interpolate_actions(jnp.asarray(actions), n)
+    assert got.shape == (2, n, 4)
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-6)
+
+
+@pytest.mark.parametrize("image, out, patch, side_range", [
+    (40, 24, 24, (16.0, 40.0)),      # frames: boxes 16…40 px resampled to 24² (down and up)
+    (7, 4, 128, (96.0, 224.0)),      # the official proxy crop of the 7×7 glance map
+])
+def test_uni_crop_matches_torch_grid_sample_float64(image, out, patch, side_range):
+    torch = pytest.importorskip("torch")
+    import torch_reference as ref
+    rng = np.random.default_rng(3)
+    b, t, c = 2, 3, 5
+    frames = rng.normal(size=(b, t, image, image, c))
+    actions = rng.uniform(size=(b, t, 4))
+    actions[0, 0] = (0.0, 1.0, 0.0, 0.0)     # smallest box in a corner
+    actions[1, 2] = (1.0, 0.0, 1.0, 0.3)     # full-height box
+    with jax.enable_x64(True):
+        top, side = crop_lib.uni_boxes(jnp.asarray(actions), image, out, patch, side_range)
+        got = crop_lib.bilinear_crop(jnp.asarray(frames), top.astype(jnp.float64), out,
+                                     side.astype(jnp.float64))
+    assert got.shape == (b, t, out, out, c)
+    images = torch.from_numpy(frames.reshape(b * t, image, image, c)).permute(0, 3, 1, 2)
+    want = ref.uni_grid_patches(images, torch.from_numpy(actions.reshape(b * t, 4)), out, patch,
+                                side_range)
+    want = want.permute(0, 2, 3, 1).numpy().reshape(b, t, out, out, c)
+    # uni_boxes works in float32 (like the official code): coordinates agree to ~1e-6 cells.
+    np.testing.assert_allclose(np.asarray(got), want, atol=5e-5)
+
+
+def test_proxy_crop_gradients_match_finite_differences():
+    """The proxy of the spatial policy: crop the 7×7 map with the box of each action, mean-pool,
+    a linear head; its gradient w.r.t. centre (y, x) and scale (s_y, s_x) vs central differences."""
+    rng = np.random.default_rng(4)
+    b, g, c, k = 2, 3, 6, 4
+    maps = rng.normal(size=(b, g, 7, 7, c))
+    head = rng.normal(size=(c, k))
+    with jax.enable_x64(True):
+        maps_j, head_j = jnp.asarray(maps), jnp.asarray(head)
+
+        def loss(actions):
+            scale = actions[..., 2:] * (128 / 128) + 96 / 128       # uni_boxes in float64
+            side = 4 * scale
+            top = actions[..., :2] * (7 - side)
+            crops = crop_lib.bilinear_crop(maps_j, top, 4, side)    # [B, G, 4, 4, C]
+            logits = crops.mean(axis=(1, 2, 3)) @ head_j            # [B, K]
+            return jnp.sum(jax.nn.log_softmax(logits)[:, 0])
+
+        loss = jax.jit(loss)
+        actions = jnp.asarray(rng.uniform(0.1, 0.9, size=(b, g, 4)) + 0.0123)
+        grad = jax.grad(loss)(actions)
+        assert bool(jnp.all(grad != 0))
+        eps = 1e-6
+        for idx in np.ndindex(*actions.shape):
+            d = jnp.zeros_like(actions).at[idx].set(eps)
+            fd = (loss(actions + d) - loss(actions - d)) / (2 * eps)
+            np.testing.assert_allclose(float(grad[idx]), float(fd), rtol=1e-5, atol=1e-8)
+        # The float32 path used by the model (uni_boxes) gives the same gradient to float32 precision.
+        def loss32(actions):
+            top, side = crop_lib.uni_boxes(actions, 7, 4, 128)
+            crops = crop_lib.bilinear_crop(maps_j.astype(jnp.float32), top, 4, side)
+            logits = crops.mean(axis=(1, 2, 3)) @ head_j.astype(jnp.float32)
+            return jnp.sum(jax.nn.log_softmax(logits)[:, 0])
+        grad32 = jax.grad(loss32)(actions.astype(jnp.float32))
+        np.testing.assert_allclose(np.asarray(grad32), np.asarray(grad), rtol=1e-3, atol=1e-5)

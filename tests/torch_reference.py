@@ -472,21 +472,36 @@ def v2_grid_patches(images: torch.Tensor, top_left: torch.Tensor, patch_size: in
     `grid_sample` (bilinear, zero padding, align_corners=False).
 
     images `[N, C, H, W]`; top_left `[N, 2]` float (row, col) in pixels; box_size: side in pixels
-    (float or `[N]`, default P). The affine matrix maps the output grid onto the box: scale side/H
-    (side/W) and translation −1 + (2·top + side)/H, i.e. −1 + (x1 + x2)/H with x2 = x1 + side.
-    Returns `[N, C, P, P]`.
+    (float or `[N]`, default P; or `[N, 2]` row and column sides, the Uni-AdaFocus boxes). The affine
+    matrix maps the output grid onto the box: scale side/H (side/W) and translation
+    −1 + (2·top + side)/H, i.e. −1 + (x1 + x2)/H with x2 = x1 + side. Returns `[N, C, P, P]`.
     """
     n, c, h, w = images.shape
     side = torch.full((n,), float(patch_size), dtype=images.dtype) if box_size is None else \
-        torch.as_tensor(box_size, dtype=images.dtype).expand(n)
+        torch.as_tensor(box_size, dtype=images.dtype)
+    side_y, side_x = (side[:, 0], side[:, 1]) if side.ndim == 2 else (side.expand(n),) * 2
     y1, x1 = top_left[:, 0].to(images.dtype), top_left[:, 1].to(images.dtype)
     theta = torch.zeros(n, 2, 3, dtype=images.dtype)
-    theta[:, 0, 0] = side / w
-    theta[:, 1, 1] = side / h
-    theta[:, 0, 2] = -1 + (x1 + x1 + side) / w
-    theta[:, 1, 2] = -1 + (y1 + y1 + side) / h
+    theta[:, 0, 0] = side_x / w
+    theta[:, 1, 1] = side_y / h
+    theta[:, 0, 2] = -1 + (x1 + x1 + side_x) / w
+    theta[:, 1, 2] = -1 + (y1 + y1 + side_y) / h
     grid = F.affine_grid(theta, [n, c, patch_size, patch_size], align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def uni_grid_patches(images: torch.Tensor, actions: torch.Tensor, out_size: int, patch_size: int,
+                     side_range=(96.0, 224.0)) -> torch.Tensor:
+    """Uni-AdaFocus crop (adafocus_family.md §1.4), from the official structure: actions `[N, 4]`
+    (y, x, s_y, s_x) in [0, 1]; per axis the scale is s·(hi − lo)/P + lo/P, the box side
+    out_size·scale on an image of side H = W (the frames, or the 7×7 glance map with
+    out_size = P // 32), the top-left a·(H − side). Returns `[N, C, out_size, out_size]`."""
+    n, c, h, w = images.shape
+    lo, hi = side_range
+    actions = actions.to(images.dtype)
+    side = out_size * (actions[:, 2:] * (hi - lo) / patch_size + lo / patch_size)
+    top_left = actions[:, :2] * (h - side)
+    return v2_grid_patches(images, top_left, out_size, side)
 
 
 # --------------------------------------------------------------------------------------------------
