@@ -3,7 +3,7 @@ and the training recipe (adafocus_jax.stages) of one official setting."""
 
 import ml_collections
 
-from adafocus_jax import data, families, models, stages
+from adafocus_jax import data, families, models, recipes, stages
 
 
 def parse_options(arg: str | None) -> dict:
@@ -37,11 +37,12 @@ def set_sthsth_policy(config: ml_collections.ConfigDict, policy: str, where: str
 
 
 def build_config(dataset: str, arg: str | None, allowed_patches: tuple[int, ...], *,
-                 stages_table=None, v2_hyper=None):
-    """The official config of `dataset`, training `stages_table` (a table of `recipes`; V1) or one
-    AdaFocusV2 stage with `v2_hyper` (`mode=v2`); `arg` may set `patch=<P>` (one of `allowed_patches`),
-    `mode=v1|v2` (AdaFocus with its staged PPO recipe, or AdaFocusV2's one end-to-end stage) and,
-    for Sth-Sth V1 mode, `policy=gaussian|discrete`."""
+                 stages_table=None, v2_hyper=None, uni_hyper=None):
+    """The official config of `dataset`, training `stages_table` (a table of `recipes`; V1), one
+    AdaFocusV2 stage with `v2_hyper` (`mode=v2`) or one Uni-AdaFocus stage with `uni_hyper`
+    (`mode=uni`, default `recipes.UNI_HYPER[dataset]`; ActivityNet family only); `arg` may set
+    `patch=<P>` (one of `allowed_patches`), `mode=v1|v2|uni` and, for Sth-Sth V1 mode,
+    `policy=gaussian|discrete`."""
     options = parse_options(arg)
     try:
         patch = int(options.pop("patch", allowed_patches[0]))
@@ -49,12 +50,15 @@ def build_config(dataset: str, arg: str | None, allowed_patches: tuple[int, ...]
         raise ValueError(f"{dataset}: patch must be an integer ({e})") from e
     policy = options.pop("policy", None)
     mode = options.pop("mode", "v1")
-    if mode not in ("v1", "v2"):
-        raise ValueError(f"{dataset}: mode={mode!r}: expected v1 (AdaFocus, 3 stages + PPO) or "
-                         "v2 (AdaFocusV2, one end-to-end stage)")
-    if mode == "v2" and policy is not None:
-        raise ValueError(f"{dataset}: policy={policy!r} is a V1 option; mode=v2 has its own "
-                         "location policy")
+    if mode not in ("v1", "v2", "uni"):
+        raise ValueError(f"{dataset}: mode={mode!r}: expected v1 (AdaFocus, 3 stages + PPO), "
+                         "v2 (AdaFocusV2, one end-to-end stage) or uni (Uni-AdaFocus, one stage)")
+    if mode != "v1" and policy is not None:
+        raise ValueError(f"{dataset}: policy={policy!r} is a V1 option; mode={mode} has its own "
+                         "policy")
+    if mode == "uni" and dataset in families.STHSTH:
+        raise ValueError(f"{dataset}: mode=uni: the TSM (Sth-Sth) variant of Uni-AdaFocus is not "
+                         "implemented yet; mode=uni exists for actnet, fcvid and minik")
     if patch not in allowed_patches:
         raise ValueError(f"{dataset}: patch={patch} is not an official patch size "
                          f"{allowed_patches}")
@@ -66,7 +70,13 @@ def build_config(dataset: str, arg: str | None, allowed_patches: tuple[int, ...]
     if mode == "v2":
         models.to_v2_model_config(config.model)
     config.data = data.default_data_config(dataset)
-    stages.add_training_config(config, stage_table=stages_table, v2_hyper=v2_hyper)
+    if mode == "uni":
+        uni_hyper = uni_hyper or recipes.UNI_HYPER[dataset]
+        models.to_uni_model_config(config.model, uni_hyper["fc_dropout"])
+        # The loader delivers the N candidate frames as `glance`; the model picks from them.
+        config.data.num_glance_frames = config.model.num_candidate_frames
+    stages.add_training_config(config, stage_table=stages_table, v2_hyper=v2_hyper,
+                               uni_hyper=uni_hyper)
     if policy is not None:
         set_sthsth_policy(config, policy, f"configs/{dataset}.py")
     return config

@@ -5,7 +5,8 @@ and pooling are not counted). We trace the real forward pass abstractly (`jax.ev
 computed) and intercept every `nn.Conv` / `nn.Dense` call and every GRU recurrence, adding
 `outputs × kernel size × input channels / groups` for each.
 
-    count_gflops(model)                            # AdaFocus inference (deterministic policy)
+    count_gflops(model)                            # AdaFocus inference (deterministic policy;
+                                                   # V1, V2 and Uni-AdaFocus alike)
     count_gflops(model, patch_mode="random")       # the same networks on random patches
     count_method_gflops(model, "focuser_logits")   # the local network alone on whole frames
     variant_gflops(model, "full_frame")            # by benchmark variant name (see VARIANTS)
@@ -18,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adafocus_jax.models import input_frames
 from adafocus_jax.models.recurrent import GRU
 
 
@@ -62,8 +64,9 @@ def count_gflops(model, glance_shape=None, focus_shape=None, **apply_kwargs):
     """GMACs per video of one inference forward pass (deterministic policy, eval mode).
 
     Args:
-      model: an `AdaFocus` module.
-      glance_shape, focus_shape: input shapes `[1, T, S, S, 3]`; default: the configured ones.
+      model: an `AdaFocus` module (or `AdaFocusV2`, `UniAdaFocus`).
+      glance_shape, focus_shape: input shapes `[1, T, S, S, 3]`; default: the configured ones
+        (Uni-AdaFocus: the N candidate frames and no focus frames).
       **apply_kwargs: forwarded to `model.apply` (e.g. `patch_mode="center"`).
 
     Returns:
@@ -71,11 +74,12 @@ def count_gflops(model, glance_shape=None, focus_shape=None, **apply_kwargs):
     """
     cfg = model.config
     s = cfg.input_size
-    glance_shape = glance_shape or (1, cfg.num_glance_frames, s, s, 3)
+    glance_shape = glance_shape or (1, input_frames(cfg), s, s, 3)
     focus_shape = focus_shape or (1, cfg.num_focus_frames, s, s, 3)
     batch = glance_shape[0]
     glance = jax.ShapeDtypeStruct(glance_shape, jnp.float32)
-    focus = jax.ShapeDtypeStruct(focus_shape, jnp.float32)
+    focus = (None if cfg.get("version", "v1") == "uni"
+             else jax.ShapeDtypeStruct(focus_shape, jnp.float32))
     variables = _abstract_variables(model, glance, focus)
     apply_kwargs.setdefault("rngs", {"patches": jax.random.key(1), "actions": jax.random.key(2)})
     with count_macs() as totals:

@@ -6,7 +6,8 @@ takes the default written there: SGD momentum 0.9, weight decay 1e-4 for SGD, PP
 per module, the stage (or `init_from` = `config.init_from`) it starts from.
 
     configs/sthv1.py, configs/sthv2.py                       STHSTH_STAGES, V2_HYPER["sthsth"]
-    configs/actnet.py, configs/fcvid.py, configs/minik.py    ACTNET_STAGES, V2_HYPER[dataset]
+    configs/actnet.py, configs/fcvid.py, configs/minik.py    ACTNET_STAGES, V2_HYPER[dataset],
+                                                             UNI_HYPER[dataset] (mode=uni)
     configs/synthetic.py                                     ACTNET_STAGES (then its own schedule)
 
 `PATCH_SIZES` lists each dataset's official patch sizes, the default first.
@@ -77,3 +78,21 @@ V2_HYPER = {
 V2_HYPER["fcvid"] = V2_HYPER["actnet"]
 V2_HYPER["synthetic"] = V2_HYPER["actnet"]
 V2_HYPER["minik"] = dict(V2_HYPER["actnet"], lr=0.003, batch_size=48)
+
+# Uni-AdaFocus (adafocus_family.md §1.4; the official README commands and opts.py), ActivityNet
+# family: one stage "uni", 50 epochs (no extra epoch), SGD momentum 0.9, cosine; lr = `lr` × the
+# per-module multiplier `mult` (glancer `global_lr_ratio` with its head, policy = the temporal and
+# spatial policies `temporal_lr_ratio` = `stn_lr_ratio`, focuser 1 with its head, classifier
+# `classifier_lr_ratio`) and `group_mult` for sub-modules (the proxy head `aux_fc` at the glance
+# ratio); `norm_ratio` weighs the scale regulariser, `kl_ratio` the KL term; `fc_dropout` is the
+# glance / local heads' dropout (a model setting). The official code validates when epoch % 5 == 0
+# and in the last 9 epochs; here every `eval_every` epochs.
+UNI_HYPER = {
+    "actnet": dict(lr=0.002, batch_size=32, weight_decay=2e-4, norm_ratio=1.0, kl_ratio=0.0,
+                   fc_dropout=0.2, eval_every=5,
+                   mult=dict(glancer=0.5, policy=0.2, focuser=1.0, classifier=20.0),
+                   group_mult={"policy/aux_fc": 0.5}),
+}
+UNI_HYPER["fcvid"] = dict(UNI_HYPER["actnet"], lr=0.004, batch_size=64, weight_decay=1e-4)
+UNI_HYPER["minik"] = dict(UNI_HYPER["actnet"], lr=0.003, batch_size=48, weight_decay=1e-4,
+                          norm_ratio=0.75, fc_dropout=0.1)

@@ -4,11 +4,13 @@ A *stage recipe* says, for one training stage:
   * which loss the step computes (`loss`: "ce" on the fused logits, "step_ce" averaged over every
     policy step (the GRU classifier), "ppo" for the policy, "glancer_ce" / "focuser_ce" for the stage-0
     pre-training of one network on whole frames, "v2" for the one-stage AdaFocusV2 loss of
-    `adafocus_jax.v2`: every network at once through the differentiable crop);
+    `adafocus_jax.v2`: every network at once through the differentiable crop, "uni" for the
+    one-stage Uni-AdaFocus loss of `adafocus_jax.uni`);
   * where the patches come from (`patch_mode`: "random", "sample", "policy", ...);
   * which networks run BatchNorm / dropout in train mode (`modes`);
-  * which parameters train and at which learning rate (`lr.<module>`; 0 = frozen; `trainable_pattern`
-    restricts training further to parameter paths matching a regex), with which optimizer and schedule;
+  * which parameters train and at which learning rate (`lr.<module>`; 0 = frozen; `lr_groups`
+    gives sub-modules their own rate, "policy/aux_fc=0.001,..."; `trainable_pattern` restricts
+    training further to parameter paths matching a regex), with which optimizer and schedule;
   * what is restored from where before the stage starts (`restore`: "module=source,..." where source
     is another stage of the same run, or `init_from` = `config.init_from`).
 
@@ -44,7 +46,7 @@ from adafocus_jax.families import ACTNET_FAMILY, RECIPE_DATASETS, STHSTH
 from adafocus_jax.patch_modes import patch_modes
 
 MODULES = ("glancer", "focuser", "policy", "classifier")
-LOSSES = ("ce", "step_ce", "ppo", "glancer_ce", "focuser_ce", "v2")
+LOSSES = ("ce", "step_ce", "ppo", "glancer_ce", "focuser_ce", "v2", "uni")
 INIT_FROM = "init_from"
 
 # The parameter path of the ResNet stem conv: the only tensor the released Sth-Sth stage 1 trains.
@@ -67,6 +69,9 @@ def recipe(*, loss: str, patch_mode: str, modes: Mapping[str, bool], lr: Mapping
     r.modes = ml_collections.ConfigDict({m: bool(modes.get(m, False)) for m in MODULES})
     r.lr = ml_collections.ConfigDict({m: float(lr.get(m, 0.0)) for m in MODULES})
     r.trainable_pattern = ""            # optional regex on "module/.../param" paths
+    # Sub-modules with their own learning rate, "module/sub=lr,...": the parameters under that
+    # path train at lr (0 = frozen) instead of at their module's rate.
+    r.lr_groups = ""
     r.optimizer = optimizer             # sgd | adam
     r.momentum = 0.9                    # SGD momentum (official 0.9)
     r.weight_decay = 1e-4 if optimizer == "sgd" else 0.0   # coupled L2, as torch.optim.SGD
@@ -122,9 +127,35 @@ def v2_stages(dataset: str, hyper: Mapping | None = None) -> ml_collections.Conf
     return s
 
 
+def uni_stages(dataset: str, hyper: Mapping | None = None) -> ml_collections.ConfigDict:
+    """The one Uni-AdaFocus stage ("uni") of `dataset`: loss "uni" (policy and random boxes,
+    every network in train mode), 50 epochs with no extra epoch (the official loop), lr = base ×
+    per-module multiplier and `policy/aux_fc` at base × its own; `hyper` is a row of
+    `recipes.UNI_HYPER` (default: the one of `dataset`)."""
+    if hyper is None:
+        if dataset not in recipes.UNI_HYPER:
+            raise ValueError(f"config.dataset={dataset!r}: no Uni-AdaFocus recipe; expected one "
+                             f"of {sorted(recipes.UNI_HYPER)}")
+        hyper = recipes.UNI_HYPER[dataset]
+    s = ml_collections.ConfigDict()
+    s.uni = recipe(
+        loss="uni", patch_mode="policy", modes={m: True for m in MODULES},
+        lr={m: hyper["lr"] * mult for m, mult in hyper["mult"].items()},
+        num_epochs=50, batch_size=hyper["batch_size"], eval_every_epochs=hyper["eval_every"],
+        eval_patch_mode="policy", restore=f"glancer={INIT_FROM},focuser={INIT_FROM}",
+        extra_epoch=False)
+    s.uni.weight_decay = hyper["weight_decay"]
+    s.uni.lr_groups = ",".join(f"{path}={hyper['lr'] * mult:g}"
+                               for path, mult in hyper["group_mult"].items())
+    s.uni.uni = ml_collections.ConfigDict(dict(norm_ratio=hyper["norm_ratio"],
+                                               kl_ratio=hyper["kl_ratio"]))
+    return s
+
+
 def add_training_config(config: ml_collections.ConfigDict, *,
                         stage_table: Mapping[str, Mapping] | None = None,
-                        v2_hyper: Mapping | None = None) -> ml_collections.ConfigDict:
+                        v2_hyper: Mapping | None = None,
+                        uni_hyper: Mapping | None = None) -> ml_collections.ConfigDict:
     """Adds the training recipe of `config.dataset` and every key training reads.
 
     Args:
@@ -132,6 +163,8 @@ def add_training_config(config: ml_collections.ConfigDict, *,
       stage_table: the V1 stages, a table like `recipes.STHSTH_STAGES` (default: the official one
         of the dataset's family); its order is the run's stage order.
       v2_hyper: with `config.model.version = "v2"`, a row like `recipes.V2_HYPER["actnet"]`
+        (default: the official one of the dataset).
+      uni_hyper: with `config.model.version = "uni"`, a row like `recipes.UNI_HYPER["actnet"]`
         (default: the official one of the dataset).
 
     Returns:
@@ -146,6 +179,9 @@ def add_training_config(config: ml_collections.ConfigDict, *,
     if config.model.get("version", "v1") == "v2":
         config.stages = v2_stages(dataset, v2_hyper)       # one end-to-end stage (AdaFocusV2)
         order = ("v2",)
+    elif config.model.get("version", "v1") == "uni":
+        config.stages = uni_stages(dataset, uni_hyper)     # one stage (Uni-AdaFocus)
+        order = ("uni",)
     else:
         if stage_table is None:
             stage_table = recipes.STHSTH_STAGES if sth else recipes.ACTNET_STAGES
@@ -234,6 +270,8 @@ class StageRecipe:
     restore: Mapping[str, str]
     ppo: Mapping[str, Any]
     clip_grad_norm: float = 0.0
+    lr_groups: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    uni: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def total_epochs(self) -> int:
@@ -243,6 +281,11 @@ class StageRecipe:
     @property
     def trained_modules(self) -> tuple[str, ...]:
         return tuple(m for m in MODULES if self.lr[m] > 0)
+
+    @property
+    def trained_groups(self) -> tuple[str, ...]:
+        """The optimizer groups that train: modules, then `lr_groups` sub-modules, with lr > 0."""
+        return self.trained_modules + tuple(g for g, lr in self.lr_groups.items() if lr > 0)
 
 
 def stage_order(config: ml_collections.ConfigDict) -> list[str]:
@@ -328,6 +371,24 @@ def parse_restore(spec: str, where: str) -> dict[str, str]:
     return out
 
 
+def parse_lr_groups(spec: str, where: str) -> dict[str, float]:
+    """`"policy/aux_fc=0.001"` → {"policy/aux_fc": 0.001}; the path must start with a module."""
+    out = {}
+    for item in filter(None, (x.strip() for x in str(spec).split(","))):
+        path, sep, value = item.partition("=")
+        path = path.strip().strip("/")
+        module = path.split("/", 1)[0]
+        try:
+            lr = float(value)
+        except ValueError:
+            lr = -1.0
+        if not sep or module not in MODULES or "/" not in path or lr < 0 or path in out:
+            raise ValueError(f"{where}: bad item {item!r}; expected module/sub=lr (lr >= 0, each "
+                             f"path once) with module in {MODULES}")
+        out[path] = lr
+    return out
+
+
 def resolve_recipe(config: ml_collections.ConfigDict, name: str) -> StageRecipe:
     """The recipe of stage `name` with overrides (batch size, lr bug switch) applied and checked."""
     if name not in config.stages:
@@ -373,6 +434,14 @@ def resolve_recipe(config: ml_collections.ConfigDict, name: str) -> StageRecipe:
     if r.loss == "v2" and config.model.get("version", "v1") != "v2":
         raise ValueError(f"{where}: loss 'v2' needs config.model.version = 'v2' "
                          "(models.to_v2_model_config)")
+    if r.loss == "uni" and config.model.get("version", "v1") != "uni":
+        raise ValueError(f"{where}: loss 'uni' needs config.model.version = 'uni' "
+                         "(models.to_uni_model_config)")
+    uni = dict(r.uni.to_dict()) if "uni" in r else {}
+    if r.loss == "uni" and "norm_ratio" not in uni:
+        raise ValueError(f"{where}.uni.norm_ratio: loss 'uni' needs the scale regulariser's "
+                         "weight (stages.uni_stages sets it)")
+    lr_groups = parse_lr_groups(r.get("lr_groups", ""), f"{where}.lr_groups")
     batch_size = int(config.train.batch_size) or int(r.batch_size)
     if batch_size <= 0:
         raise ValueError(f"{where}.batch_size must be > 0")
@@ -388,7 +457,7 @@ def resolve_recipe(config: ml_collections.ConfigDict, name: str) -> StageRecipe:
         extra_epoch=bool(r.extra_epoch), batch_size=batch_size,
         eval_every_epochs=int(r.eval_every_epochs), eval_patch_mode=r.eval_patch_mode,
         restore=parse_restore(r.restore, f"{where}.restore"),
-        ppo=dict(r.ppo.to_dict()), clip_grad_norm=clip)
+        ppo=dict(r.ppo.to_dict()), clip_grad_norm=clip, lr_groups=lr_groups, uni=uni)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -398,17 +467,23 @@ def resolve_recipe(config: ml_collections.ConfigDict, name: str) -> StageRecipe:
 def param_labels(params: Mapping, recipe: StageRecipe) -> Any:
     """A pytree like `params` whose leaves are the optimizer group of each parameter.
 
-    The group is the top-level module name when that module has lr > 0 and the parameter path
+    The group is the longest `recipe.lr_groups` path holding the parameter, else its top-level
+    module name; it trains when that group has lr > 0 and the parameter path
     (`"focuser/layer1_0/conv1/kernel"`) matches `recipe.trainable_pattern` (if set); otherwise
     "frozen".
     """
     pattern = re.compile(recipe.trainable_pattern) if recipe.trainable_pattern else None
     flat = traverse_util.flatten_dict(dict(params), sep="/")
+    groups = sorted(recipe.lr_groups, key=len, reverse=True)
+    for group in groups:
+        if not any(path.startswith(group + "/") for path in flat):
+            raise ValueError(f"stage {recipe.name}: lr_groups path {group!r} holds no parameter")
     labels = {}
     for path in flat:
-        module = path.split("/", 1)[0]
-        trains = recipe.lr.get(module, 0.0) > 0 and (pattern is None or pattern.search(path))
-        labels[path] = module if trains else "frozen"
+        group = next((g for g in groups if path.startswith(g + "/")), path.split("/", 1)[0])
+        rate = recipe.lr_groups[group] if group in recipe.lr_groups else recipe.lr.get(group, 0.0)
+        trains = rate > 0 and (pattern is None or pattern.search(path))
+        labels[path] = group if trains else "frozen"
     if pattern is not None and not any(v != "frozen" for v in labels.values()):
         raise ValueError(f"stage {recipe.name}: trainable_pattern {recipe.trainable_pattern!r} "
                          "matches no parameter of a module with lr > 0")
@@ -462,8 +537,9 @@ def make_optimizer(recipe: StageRecipe, labels: Any, num_steps: int):
     """
     transforms = {"frozen": optax.set_to_zero()}
     schedules = {}
-    for module in recipe.trained_modules:
-        schedule = epoch_lr_schedule(recipe, recipe.lr[module], num_steps)
+    for module in recipe.trained_groups:
+        rate = recipe.lr_groups[module] if module in recipe.lr_groups else recipe.lr[module]
+        schedule = epoch_lr_schedule(recipe, rate, num_steps)
         schedules[module] = schedule
         if recipe.optimizer == "sgd":
             parts = []

@@ -31,7 +31,7 @@ from adafocus_jax.data.transforms import normalize_batch_frames
 from adafocus_jax.models import Modes
 
 
-def _per_frame_ce(logits: jax.Array, labels: jax.Array) -> jax.Array:
+def per_frame_ce(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """`[N, T, K]`, `[N]` → mean over T of CE: `[N]`."""
     y = jnp.broadcast_to(labels[:, None], logits.shape[:2])
     return metrics_lib.cross_entropy(logits, y).mean(axis=1)
@@ -55,9 +55,9 @@ def v2_loss_terms(outputs: Mapping, labels: jax.Array, frame_exit: bool) -> dict
     both = jnp.concatenate([labels, labels], axis=0)
     glance, local = outputs["glance"], outputs["local"]
     if frame_exit:
-        fused = _per_frame_ce(outputs["step_logits"], both)
-        global_ = _per_frame_ce(glance["logits"], labels)
-        local_ = _per_frame_ce(local["logits"], both)
+        fused = per_frame_ce(outputs["step_logits"], both)
+        global_ = per_frame_ce(glance["logits"], labels)
+        local_ = per_frame_ce(local["logits"], both)
     else:
         fused = metrics_lib.cross_entropy(outputs["logits"], both)
         global_ = metrics_lib.cross_entropy(glance["reg_logits"].mean(axis=1), labels)

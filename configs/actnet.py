@@ -4,6 +4,7 @@
     python main.py --config=configs/actnet.py --workdir=DIR
     python main.py --config=configs/actnet.py:patch=96 --workdir=DIR
     python main.py --config=configs/actnet.py:mode=v2 --workdir=DIR   # AdaFocusV2, one stage
+    python main.py --config=configs/actnet.py:mode=uni --workdir=DIR  # Uni-AdaFocus, one stage
 """
 
 from adafocus_jax import config_lib, recipes

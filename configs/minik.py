@@ -4,6 +4,7 @@
     python main.py --config=configs/minik.py --workdir=DIR
     python main.py --config=configs/minik.py:patch=96 --workdir=DIR
     python main.py --config=configs/minik.py:mode=v2 --workdir=DIR   # AdaFocusV2, one stage
+    python main.py --config=configs/minik.py:mode=uni --workdir=DIR  # Uni-AdaFocus, one stage
 """
 
 from adafocus_jax import config_lib, recipes

@@ -11,7 +11,7 @@ import pytest
 
 from adafocus_jax import models, parallel, stages, train
 from adafocus_jax import v2 as v2_lib
-from train_helpers import ROOT, host_batch, tiny_config, to_host
+from train_helpers import ROOT, host_batch, random_variables, tiny_config, to_host
 
 
 def _load_config(name: str, arg: str):
@@ -40,23 +40,7 @@ def v2_setup(dataset: str):
     BN running statistics randomised so eval mode is not the identity."""
     config = tiny_v2_config(dataset)
     model = models.create_model(config)
-    glance, focus = models.dummy_inputs(config.model)
-    shapes = jax.eval_shape(lambda: model.init(
-        {"params": jax.random.key(0), "patches": jax.random.key(1), "dropout": jax.random.key(2)},
-        glance, focus))
-    rng = np.random.default_rng(0)
-
-    def fill(path, leaf):
-        name = jax.tree_util.keystr(path)
-        if "'var'" in name:
-            return rng.uniform(0.5, 1.5, leaf.shape).astype(np.float32)
-        if "'scale'" in name:
-            return rng.uniform(0.8, 1.2, leaf.shape).astype(np.float32)
-        fan_in = int(np.prod(leaf.shape[:-1])) if leaf.ndim > 1 else 1
-        return (rng.normal(size=leaf.shape) / np.sqrt(max(fan_in, 1))).astype(np.float32)
-
-    variables = jax.tree_util.tree_map_with_path(fill, dict(shapes))
-    return config, model, variables
+    return config, model, random_variables(model, *models.dummy_inputs(config.model))
 
 
 def _frames(config, batch=2, seed=0):

@@ -51,3 +51,23 @@ def stage_state(config, variables, name: str, mesh, num_steps: int = 4, **ppo_ov
 
 def to_host(tree):
     return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+
+
+def random_variables(model, glance, focus, seed: int = 0):
+    """Random weights drawn on the model's abstract shapes (no init compile), BN running
+    statistics randomised so eval mode is not the identity."""
+    shapes = jax.eval_shape(lambda: model.init(
+        {"params": jax.random.key(0), "patches": jax.random.key(1), "dropout": jax.random.key(2)},
+        glance, focus))
+    rng = np.random.default_rng(seed)
+
+    def fill(path, leaf):
+        name = jax.tree_util.keystr(path)
+        if "'var'" in name:
+            return rng.uniform(0.5, 1.5, leaf.shape).astype(np.float32)
+        if "'scale'" in name:
+            return rng.uniform(0.8, 1.2, leaf.shape).astype(np.float32)
+        fan_in = int(np.prod(leaf.shape[:-1])) if leaf.ndim > 1 else 1
+        return (rng.normal(size=leaf.shape) / np.sqrt(max(fan_in, 1))).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(fill, dict(shapes))

@@ -14,6 +14,7 @@ from adafocus_jax.families import NUM_CLASSES, STHSTH
 from adafocus_jax.recipes import PATCH_SIZES
 from adafocus_jax.models.adafocus import AdaFocus, AdaFocusOutput, Modes
 from adafocus_jax.models.v2 import AdaFocusV2, coarse_to_fine_order
+from adafocus_jax.models.uni import UniAdaFocus
 from adafocus_jax.rl import deterministic_actions, sample_actions
 
 # What differs between the two official code paths (adafocus_v1.md §1) follows the dataset's
@@ -93,6 +94,46 @@ def v2_model_config(dataset: str, patch_size: int | None = None) -> ml_collectio
     return to_v2_model_config(default_model_config(dataset, patch_size))
 
 
+def to_uni_model_config(c: ml_collections.ConfigDict,
+                        fc_dropout: float = 0.2) -> ml_collections.ConfigDict:
+    """Turns an ActivityNet-family model config into Uni-AdaFocus on the same backbones
+    (adafocus_family.md §1.4), in place: 48 candidate frames, 16 glanced, 16 chosen for the local
+    network; temporal policy (two 3-tap convs of 64, 1×1), spatial policy (3-D convs of 128, box
+    side 96…224 px), MC surrogate with 128 samples; the Uni exit classifier (MLPs of 4096, 16
+    global + 16 local exits, dropout 0.2); glance and local heads with dropout `fc_dropout`
+    (0.2; 0.1 on Mini-Kinetics). The TSM (Sth-Sth) variant is not built here.
+    """
+    if not c.policy.per_frame:
+        raise ValueError("to_uni_model_config: the Sth-Sth (TSM) Uni-AdaFocus variant is not "
+                         "implemented; Uni mode exists for actnet, fcvid and minik")
+    c.version = "uni"
+    c.num_candidate_frames = 48
+    c.num_glance_frames = 16
+    c.num_focus_frames = 16
+    c.frame_order = "natural"
+    c.policy = ml_collections.ConfigDict(dict(
+        kind="uni", per_frame=True, spatial_hidden=128, temporal_hidden=64, temperature=1.0,
+        side_range=(96.0, 224.0), mc_samples=128))
+    c.classifier = ml_collections.ConfigDict(dict(kind="uni_exit", hidden_dim=4096, dropout=0.2))
+    c.glancer.dropout = float(fc_dropout)
+    c.focuser.dropout = float(fc_dropout)
+    c.focuser.with_fc = True
+    return c
+
+
+def uni_model_config(dataset: str, patch_size: int | None = None,
+                     fc_dropout: float = 0.2) -> ml_collections.ConfigDict:
+    """The official Uni-AdaFocus network for `dataset` (see `to_uni_model_config`)."""
+    return to_uni_model_config(default_model_config(dataset, patch_size), fc_dropout)
+
+
+def input_frames(model_config) -> int:
+    """Frames of the model's `glance_frames` input: the N candidates (Uni-AdaFocus) or T_G."""
+    if model_config.get("version", "v1") == "uni":
+        return int(model_config.num_candidate_frames)
+    return int(model_config.num_glance_frames)
+
+
 def tiny_model_config(dataset: str = "sthv2") -> ml_collections.ConfigDict:
     """The same architecture with tiny widths and inputs, for fast tests."""
     c = default_model_config(dataset)
@@ -118,7 +159,7 @@ def create_model(config: ml_collections.ConfigDict) -> AdaFocus:
     """Builds the model from a full config (uses `config.model`) or a model config."""
     model_config = config.model if "model" in config else config
     validate_model_config(model_config)
-    cls = AdaFocusV2 if model_config.get("version", "v1") == "v2" else AdaFocus
+    cls = {"v2": AdaFocusV2, "uni": UniAdaFocus}.get(model_config.get("version", "v1"), AdaFocus)
     return cls(ml_collections.FrozenConfigDict(model_config))
 
 
@@ -127,16 +168,19 @@ def validate_model_config(c: ml_collections.ConfigDict) -> None:
     if not 0 < c.patch_size <= c.input_size:
         raise ValueError(f"config.model.patch_size={c.patch_size} must be in (0, input_size="
                          f"{c.input_size}]")
+    if c.dtype not in MODEL_DTYPES:
+        raise ValueError(f"config.model.dtype must be one of {MODEL_DTYPES}, got {c.dtype!r}")
+    if c.get("version", "v1") == "uni":
+        _validate_uni(c)
+        return
     if c.policy.per_frame and c.num_glance_frames != c.num_focus_frames:
         raise ValueError("config.model.policy.per_frame needs num_glance_frames == "
                          f"num_focus_frames (got {c.num_glance_frames} and {c.num_focus_frames})")
     if c.classifier.kind == "gru" and not c.policy.per_frame:
         raise ValueError("config.model.classifier.kind='gru' pairs with policy.per_frame=True")
-    if c.dtype not in MODEL_DTYPES:
-        raise ValueError(f"config.model.dtype must be one of {MODEL_DTYPES}, got {c.dtype!r}")
     version = c.get("version", "v1")
     if version not in ("v1", "v2"):
-        raise ValueError(f"config.model.version={version!r}: expected v1 or v2")
+        raise ValueError(f"config.model.version={version!r}: expected v1, v2 or uni")
     if version == "v2":
         if c.policy.kind != "location":
             raise ValueError("config.model.version='v2' needs policy.kind='location' (use "
@@ -155,11 +199,32 @@ def validate_model_config(c: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.model.policy.kind: unknown {c.policy.kind!r}")
 
 
+def _validate_uni(c: ml_collections.ConfigDict) -> None:
+    """The Uni-AdaFocus keys (see `to_uni_model_config`); raises ValueError naming the key."""
+    n, g, k = c.num_candidate_frames, c.num_glance_frames, c.num_focus_frames
+    if not 0 < g <= n or not 0 < k <= n:
+        raise ValueError(f"config.model: Uni-AdaFocus needs 0 < num_glance_frames={g} and "
+                         f"num_focus_frames={k} <= num_candidate_frames={n}")
+    if c.policy.kind != "uni" or c.classifier.kind != "uni_exit":
+        raise ValueError("config.model.version='uni' needs policy.kind='uni' and "
+                         "classifier.kind='uni_exit' (use models.to_uni_model_config), got "
+                         f"{c.policy.kind!r} and {c.classifier.kind!r}")
+    lo, hi = c.policy.side_range
+    if not 0 < lo <= c.patch_size <= hi:
+        raise ValueError(f"config.model.policy.side_range=({lo}, {hi}) must hold the patch size "
+                         f"{c.patch_size} (the random boxes have side P)")
+    if c.policy.temperature <= 0 or c.policy.mc_samples < 1:
+        raise ValueError("config.model.policy: temperature must be > 0 and mc_samples >= 1")
+
+
 def dummy_inputs(model_config, batch_size: int = 1, dtype=jnp.float32):
-    """Zero glance and focus frames of the configured shapes."""
+    """Zero glance and focus frames of the configured shapes (Uni-AdaFocus: the N candidate
+    frames and None)."""
     s = model_config.input_size
-    return (jnp.zeros((batch_size, model_config.num_glance_frames, s, s, 3), dtype),
-            jnp.zeros((batch_size, model_config.num_focus_frames, s, s, 3), dtype))
+    glance = jnp.zeros((batch_size, input_frames(model_config), s, s, 3), dtype)
+    if model_config.get("version", "v1") == "uni":
+        return glance, None
+    return glance, jnp.zeros((batch_size, model_config.num_focus_frames, s, s, 3), dtype)
 
 
 def init_variables(model: AdaFocus, rng: jax.Array, batch_size: int = 1):
@@ -174,7 +239,8 @@ def init_variables(model: AdaFocus, rng: jax.Array, batch_size: int = 1):
     return dict(init(rng))
 
 
-__all__ = ["AdaFocus", "AdaFocusV2", "AdaFocusOutput", "Modes", "create_model",
-           "v2_model_config", "to_v2_model_config", "coarse_to_fine_order",
+__all__ = ["AdaFocus", "AdaFocusV2", "UniAdaFocus", "AdaFocusOutput", "Modes", "create_model",
+           "v2_model_config", "to_v2_model_config", "uni_model_config", "to_uni_model_config",
+           "input_frames", "coarse_to_fine_order",
            "default_model_config", "tiny_model_config", "init_variables", "dummy_inputs",
            "deterministic_actions", "sample_actions", "validate_model_config"]

@@ -70,6 +70,8 @@ class AdaFocusOutput:
       values: `[B, St]` critic values; None if the policy did not run.
       glance_out: `[B, T_G, D]` glance logits (Sth-Sth) or pooled glance features (ActivityNet).
       local_features: `[B, T_L, F]` pooled local-network features.
+      frame_indices: int32 `[B, T_L]` the candidate frames the local network saw (Uni-AdaFocus);
+        None for V1 and V2 (their focus frames are the given ones).
     """
     logits: jax.Array
     step_logits: jax.Array
@@ -79,6 +81,7 @@ class AdaFocusOutput:
     values: Any
     glance_out: jax.Array
     local_features: jax.Array
+    frame_indices: Any = None
 
 
 def check_frames(cfg, glance_frames: jnp.ndarray, focus_frames: jnp.ndarray) -> None:

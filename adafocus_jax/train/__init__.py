@@ -20,6 +20,8 @@ Losses (all weighted by the batch `mask`):
   * "glancer_ce" / "focuser_ce": one network alone on whole frames, logits averaged over frames;
   * "v2": the one-stage AdaFocusV2 loss (`adafocus_jax.v2`): policy and random patches through the
     differentiable crop, fused + global-only + local-only terms, every network trained at once;
+  * "uni": the one-stage Uni-AdaFocus loss (`adafocus_jax.uni`): chosen frames, policy and random
+    boxes in one local-network call, all exits, MC surrogate, spatial proxy, scale regulariser;
   * "ppo": the policy-gradient stage, fused into one jitted step (`ppo_rollout` + `ppo_update`):
     sample actions, crop, run the local network on the policy patches and on random-baseline
     patches, reward r_t = p(y | policy patch) - p(y | random patch at step t), discounted and

@@ -1,7 +1,8 @@
 """The losses of the training stages: pure functions of (model, recipe, variables, batch, rng).
 
-  * `classification_loss`: the CE-type recipes (ce | step_ce | glancer_ce | focuser_ce, and v2 via
-    `adafocus_jax.v2.v2_loss`); returns (loss, (new batch_stats, logits `[B, C]`)).
+  * `classification_loss`: the CE-type recipes (ce | step_ce | glancer_ce | focuser_ce, v2 via
+    `adafocus_jax.v2.v2_loss`, uni via `adafocus_jax.uni.uni_loss`); returns (loss, (new
+    batch_stats, logits `[B, C]`)).
   * `ppo_rollout`: the acting half of the policy stage (no gradients): actions, patches, rewards,
     returns `[B, St]`.
   * `policy_loss`: the PPO / REINFORCE loss of a stored rollout under new policy parameters.
@@ -18,6 +19,7 @@ import jax.numpy as jnp
 from adafocus_jax import crop as crop_lib
 from adafocus_jax import metrics as metrics_lib
 from adafocus_jax import models, rl, stages
+from adafocus_jax import uni as uni_lib
 from adafocus_jax import v2 as v2_lib
 from adafocus_jax.data.transforms import normalize_batch_frames
 from adafocus_jax.metrics import masked_mean
@@ -63,7 +65,8 @@ def classification_loss(model: models.AdaFocus, recipe: stages.StageRecipe, vari
 
     Args:
       model: the AdaFocus module.
-      recipe: its `loss` is ce | step_ce | glancer_ce | focuser_ce | v2 (`v2.v2_loss`).
+      recipe: its `loss` is ce | step_ce | glancer_ce | focuser_ce | v2 (`v2.v2_loss`) | uni
+        (`uni.uni_loss`).
       variables: `{"params", "batch_stats"}`.
       batch: `glance` uint8 `[B, T_G, S, S, 3]`, optional `focus` `[B, T_L, S, S, 3]`, `label` `[B]`,
         `mask` `[B]`.
@@ -74,6 +77,8 @@ def classification_loss(model: models.AdaFocus, recipe: stages.StageRecipe, vari
     """
     if recipe.loss == "v2":   # AdaFocusV2: one end-to-end stage (adafocus_jax/v2.py)
         return v2_lib.v2_loss(model, recipe, variables, batch, rng)
+    if recipe.loss == "uni":  # Uni-AdaFocus: one stage (adafocus_jax/uni.py)
+        return uni_lib.uni_loss(model, recipe, variables, batch, rng)
     glance, focus = normalize_batch_frames(batch)
     labels, mask = batch["label"], batch["mask"]
     modes = recipe.modes

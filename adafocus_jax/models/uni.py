@@ -1,0 +1,380 @@
+"""Uni-AdaFocus (TPAMI 2024): where to look, how large, and which frames, in one model.
+
+Mechanism (adafocus_family.md §1.4), ActivityNet / FCVID / Mini-Kinetics variant: each video
+arrives as N candidate frames (48); the glance network sees G of them (16: one per segment of
+N / G, a random one in training, the second at test), the local network K (16) chosen by the
+temporal policy, each through a box of free size and aspect chosen by the spatial policy.
+
+    frames [B, N, S, S, 3] ─► G glance frames ─► glancer ─► maps [B, G, h, w, C_G], pooled
+                                                              [B, G, C_G], logits [B, G, C]
+    pooled ─► TemporalPolicy ─► weights, weights / T [B, G] ─► quantile sampling ─► K frames [B, K]
+    stop_gradient(maps) ─► SpatialPolicy ─► actions [B, G, 4] (y, x, s_y, s_x) ─► interpolated to
+        the N frames ─► at the K chosen frames, stop_gradient ─► boxes (side 96…224 px) ─►
+        bilinear crop ─► patches [B, K, P, P, 3] ─► focuser ─► pooled [B, K, F], logits [B, K, C]
+    (pooled glance, pooled local) ─► UniExitClassifier ─► G global then K local step logits
+        [B, G + K, C]; the prediction is the last step's
+
+Training adds (`UniAdaFocus.train_outputs`, loss `adafocus_jax.uni`): uniformly random boxes of
+side P through the local network in the same call as the policy boxes; the temporal policy's
+Monte-Carlo surrogate (`rl.mc_surrogate_logits`: the glance logits re-weighted by the policy with
+random removals) and the spatial policy's proxy: the same actions crop the detached glance maps
+(`crop.bilinear_crop`, output P // 32 cells), mean-pooled and classified by `policy/aux_fc`.
+The crop the local network sees is detached, so the spatial policy learns only from that proxy
+(and from the scale regulariser).
+
+Top-level modules keep the family's names: `glancer` (MobileNetV2 with its head, the official
+`global_CNN_fc`), `focuser` (ResNet-50 with `fc` = `local_CNN_fc`), `policy` (`temporal`,
+`spatial` and `aux_fc`), `classifier`. The recipe gives `policy/aux_fc` its own learning rate
+(the official glance multiplier, `stages.recipe(lr_groups=...)`).
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from adafocus_jax import crop as crop_lib
+from adafocus_jax import rl
+from adafocus_jax.models.adafocus import AdaFocusOutput, Modes
+from adafocus_jax.models.layers import BatchNorm
+from adafocus_jax.models.mobilenet_v2 import MobileNetV2
+from adafocus_jax.models.recurrent import torch_dense
+from adafocus_jax.models.resnet import ResNet
+from adafocus_jax.models.v2 import AdaFocusV2
+from adafocus_jax.patch_modes import patch_modes
+
+UNI_PATCH_MODES = patch_modes("uni")   # see adafocus_jax.patch_modes
+
+# PyTorch's default conv initialisation (kaiming_uniform with a = √5).
+_TORCH_CONV_INIT = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+
+def glance_indices(num_candidates: int, num_glance: int, batch_size: int,
+                   rng: jax.Array | None = None) -> jax.Array:
+    """Which candidate frames the glance network sees: int32 `[B, G]`.
+
+    The N candidates form G segments of N // G frames; training (`rng` given) takes a uniformly
+    random frame of each segment, independently per video; test (`rng` None) takes frame 1 of
+    each segment (the official `arange(N)[1::N // G]`; frame 0 when segments hold one frame).
+    """
+    times = num_candidates // num_glance
+    if times < 1:
+        raise ValueError(f"glance_indices: {num_glance} glance frames need at least as many "
+                         f"candidates, got {num_candidates}")
+    starts = jnp.arange(num_glance, dtype=jnp.int32) * times
+    if rng is None:
+        return jnp.broadcast_to(starts + min(1, times - 1), (batch_size, num_glance))
+    return starts + jax.random.randint(rng, (batch_size, num_glance), 0, times, jnp.int32)
+
+
+def take_frames(x: jnp.ndarray, indices: jnp.ndarray) -> jnp.ndarray:
+    """`[B, N, ...]` at int `[B, K]` → `[B, K, ...]` (one gather per video)."""
+    return jax.vmap(lambda v, i: v[i])(x, indices)
+
+
+class TemporalPolicy(nn.Module):
+    """Pooled glance features `[B, G, C]` → logits over the G glance positions `[B, G]`.
+
+    Two temporal convs (kernel 3, zero padding 1, no bias) each with BN and ReLU, then a 1×1 conv
+    to one channel (no bias), as the official `TemporalPolicy` (its (3, 1) Conv2d over [C, G, 1]).
+    """
+    hidden_dim: int = 64
+
+    @nn.compact
+    def __call__(self, pooled: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        x = pooled.astype(jnp.float32)
+        for i in range(2):
+            x = nn.Conv(self.hidden_dim, (3,), padding=((1, 1),), use_bias=False,
+                        kernel_init=_TORCH_CONV_INIT, name=f"conv{i}")(x)
+            x = nn.relu(BatchNorm(use_running_average=not train, name=f"bn{i}")(x))
+        x = nn.Conv(1, (1,), use_bias=False, kernel_init=_TORCH_CONV_INIT, name="out")(x)
+        return x[..., 0]
+
+
+class SpatialPolicy(nn.Module):
+    """Glance maps `[B, G, h, w, C]` → actions `[B, G, 4]` in (0, 1): (y, x, s_y, s_x) per frame.
+
+    3-D convs over (time, row, col) as the official `SpatialPolicy`: 1×1×1 → `hidden_dim`, BN,
+    ReLU, then two 3×3×3 (zero padding 1), each with BN and ReLU, and a 1×h×w conv (7×7 at the
+    official size, no padding) to 4 channels, sigmoid. No biases.
+    """
+    hidden_dim: int = 128
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, maps: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        b, g, h, w, _ = maps.shape
+        x = maps
+        for i, k in enumerate((1, 3, 3)):
+            x = nn.Conv(self.hidden_dim, (k, k, k), padding=[(k // 2, k // 2)] * 3,
+                        use_bias=False, dtype=self.dtype, kernel_init=_TORCH_CONV_INIT,
+                        name=f"conv{i}")(x)
+            x = nn.relu(BatchNorm(use_running_average=not train, dtype=self.dtype,
+                                  name=f"bn{i}")(x))
+        x = nn.Conv(4, (1, h, w), padding="VALID", use_bias=False, dtype=self.dtype,
+                    kernel_init=_TORCH_CONV_INIT, name="out")(x)       # [B, G, 1, 1, 4]
+        return nn.sigmoid(x.reshape(b, g, 4).astype(jnp.float32))
+
+
+class UniPolicy(nn.Module):
+    """The `policy` module: `temporal`, `spatial` and the proxy head `aux_fc`.
+
+    Attributes:
+      num_classes: C (of `aux_fc`).
+      glance_features: C_G, the glance network's channels (fan-in of `aux_fc`).
+      spatial_hidden, temporal_hidden: widths (128 and 64 officially).
+      temperature: the sharpened weights w^(1/T) used to choose frames (1.0 officially).
+      side_range: box sides (lo, hi) in frame pixels for scales 0 and 1 (96, 224 officially).
+    """
+    num_classes: int
+    glance_features: int
+    spatial_hidden: int = 128
+    temporal_hidden: int = 64
+    temperature: float = 1.0
+    side_range: tuple[float, float] = (96.0, 224.0)
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        self.temporal = TemporalPolicy(self.temporal_hidden)
+        self.spatial = SpatialPolicy(self.spatial_hidden, dtype=self.dtype)
+        self.aux_fc = torch_dense(self.num_classes, self.glance_features)
+
+    def frame_weights(self, pooled: jnp.ndarray, train: bool = False):
+        """`[B, G, C_G]` → (weights, weights at temperature T), both `[B, G]` softmaxes."""
+        logits = self.temporal(pooled, train)
+        return jax.nn.softmax(logits, axis=-1), jax.nn.softmax(logits / self.temperature, axis=-1)
+
+    def locate(self, maps: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        """`[B, G, h, w, C_G]` (detached by the caller) → actions `[B, G, 4]`."""
+        return self.spatial(maps, train)
+
+    def proxy_logits(self, maps: jnp.ndarray, actions: jnp.ndarray, patch_size: int,
+                     input_size: int) -> jnp.ndarray:
+        """The spatial policy's training proxy: each frame's box cropped from its glance map.
+
+        Args:
+          maps: `[B, G, h, w, C_G]` glance maps (detached by the caller).
+          actions: `[B, G, 4]` the spatial policy's actions (gradients flow to them).
+          patch_size: P; input_size: S (the map covers the S × S frame).
+
+        Returns:
+          `[B, C]`: `aux_fc` of the crops (P · h / S cells a side, P // 32 officially) averaged
+          over frames and cells.
+        """
+        h = maps.shape[2]
+        out = max(1, patch_size * h // input_size)
+        top, side = crop_lib.uni_boxes(actions, h, out, patch_size, self.side_range)
+        crops = crop_lib.bilinear_crop(maps.astype(jnp.float32), top, out, side)
+        return self.aux_fc(jnp.mean(crops, axis=(1, 2, 3)))
+
+
+class UniExitClassifier(nn.Module):
+    """The Uni-AdaFocus FrameExit-style classifier: G global exits, then K local exits.
+
+    Global features: Linear(C_G → hidden) → BN1d → ReLU, running max-pool over the G steps, one
+    Dropout → Linear head per step. Local features: their own MLP and running max-pool; local exit
+    i reads [pooled local up to i ‖ pooled global over all G]. Every step's logits are returned
+    (all supervised); the prediction is the last one.
+
+    Attributes:
+      num_classes: C; num_glance, num_focus: G, K; hidden_dim: 4096 officially; dropout: before
+        each head in training (0.2 officially).
+    """
+    num_classes: int
+    num_glance: int
+    num_focus: int
+    hidden_dim: int = 4096
+    dropout: float = 0.2
+
+    @nn.compact
+    def __call__(self, glance_features: jnp.ndarray, local_features: jnp.ndarray,
+                 train: bool = False):
+        """`[B, G, C_G]`, `[B, K, F]` → (logits `[B, C]`, step_logits `[B, G + K, C]`)."""
+        if glance_features.shape[1] != self.num_glance or \
+                local_features.shape[1] != self.num_focus:
+            raise ValueError(f"UniExitClassifier has {self.num_glance} + {self.num_focus} heads, "
+                             f"got {glance_features.shape[1]} + {local_features.shape[1]} steps")
+        drop = nn.Dropout(self.dropout)
+
+        def pooled_mlp(x, name):
+            b, t, f = x.shape
+            z = torch_dense(self.hidden_dim, f, name=name)(x.reshape(b * t, f).astype(jnp.float32))
+            z = nn.relu(BatchNorm(use_running_average=not train, name=f"{name}_bn")(z))
+            return jax.lax.cummax(z.reshape(b, t, -1), axis=1)
+
+        zg = pooled_mlp(glance_features, "global_mlp")           # [B, G, hidden]
+        zl = pooled_mlp(local_features, "local_mlp")             # [B, K, hidden]
+        zl = jnp.concatenate([zl, jnp.broadcast_to(zg[:, -1:], zl.shape)], axis=-1)
+        steps = [torch_dense(self.num_classes, self.hidden_dim, name=f"global_head{i}")(
+            drop(zg[:, i], deterministic=not train)) for i in range(self.num_glance)]
+        steps += [torch_dense(self.num_classes, 2 * self.hidden_dim, name=f"local_head{i}")(
+            drop(zl[:, i], deterministic=not train)) for i in range(self.num_focus)]
+        step_logits = jnp.stack(steps, axis=1)
+        return step_logits[:, -1], step_logits
+
+
+class UniAdaFocus(AdaFocusV2):
+    """Uni-AdaFocus on the family's networks; `config.model.version == "uni"`
+    (`models.to_uni_model_config`). Reuses AdaFocusV2's glance and local calls (`glance_v2`,
+    `local_v2`).
+
+    `__call__(frames)` takes the N candidate frames `[B, N, S, S, 3]` as `glance_frames` (no
+    separate focus frames) and returns `AdaFocusOutput` with `step_logits` `[B, G + K, C]`,
+    `actions` `[B, K, 4]`, `patch_offsets` `[B, K, 2]` (int32 floor of the box top-left),
+    `dist_params` the temporal weights `[B, G]`, `frame_indices` `[B, K]`. `train_outputs` is the
+    training forward pass (loss "uni").
+    """
+
+    def setup(self):
+        cfg = self.config
+        dtype = jnp.dtype(cfg.dtype)
+        self.glancer = MobileNetV2(
+            num_classes=cfg.num_classes, width_mult=cfg.glancer.width_mult,
+            last_channel=cfg.glancer.last_channel, classifier_dropout=cfg.glancer.dropout,
+            dtype=dtype)
+        self.focuser = ResNet(
+            num_classes=cfg.num_classes, stage_sizes=tuple(cfg.focuser.stage_sizes),
+            width=cfg.focuser.width, head_dropout=cfg.focuser.dropout, dtype=dtype)
+        p = cfg.policy
+        self.policy = UniPolicy(
+            num_classes=cfg.num_classes, glance_features=self.glancer.num_features,
+            spatial_hidden=p.spatial_hidden, temporal_hidden=p.temporal_hidden,
+            temperature=p.temperature, side_range=tuple(p.side_range), dtype=dtype)
+        self.classifier = UniExitClassifier(
+            cfg.num_classes, cfg.num_glance_frames, cfg.num_focus_frames,
+            cfg.classifier.hidden_dim, cfg.classifier.dropout)
+
+    # ----------------------------------------------------------------------------------------
+
+    def check_candidates(self, frames: jnp.ndarray, focus_frames) -> None:
+        cfg = self.config
+        n, s = cfg.num_candidate_frames, cfg.input_size
+        if focus_frames is not None:
+            raise ValueError("Uni-AdaFocus chooses its focus frames among the candidate frames: "
+                             f"pass the {n} candidates as glance_frames and no focus_frames")
+        if frames.ndim != 5 or frames.shape[1:] != (n, s, s, 3):
+            raise ValueError(f"Uni-AdaFocus: frames must be [B, {n}, {s}, {s}, 3] "
+                             f"(config.model.num_candidate_frames), got {frames.shape}")
+
+    def box_patches(self, frames: jnp.ndarray, actions: jnp.ndarray):
+        """`[B, K, S, S, 3]` frames, actions `[B, K, 4]` (detached here) → (patches
+        `[B, K, P, P, 3]`, top-left `[B, K, 2]` pixels)."""
+        cfg = self.config
+        top, side = crop_lib.uni_boxes(jax.lax.stop_gradient(actions), cfg.input_size,
+                                       cfg.patch_size, cfg.patch_size,
+                                       tuple(cfg.policy.side_range))
+        return crop_lib.bilinear_crop(frames, top, cfg.patch_size, side), top
+
+    def fixed_side_actions(self, xy: jnp.ndarray) -> jnp.ndarray:
+        """Locations `[..., 2]` → actions `[..., 4]` whose box side is P (the random patches)."""
+        lo, hi = self.config.policy.side_range
+        s = (self.config.patch_size - lo) / (hi - lo)
+        return jnp.concatenate([xy, jnp.full(xy.shape, s, xy.dtype)], axis=-1)
+
+    def policy_frames(self, frames: jnp.ndarray, weights_t: jnp.ndarray, actions: jnp.ndarray,
+                      offsets):
+        """The K chosen frames `[B, K, S, S, 3]`, their indices `[B, K]` and the glance actions
+        interpolated to them `[B, K, 4]` (u = `offsets`: stratified in training, 0.5 at test)."""
+        cfg = self.config
+        indices = rl.quantile_frame_indices(weights_t, cfg.num_candidate_frames,
+                                            cfg.num_focus_frames, offsets)
+        per_frame = crop_lib.interpolate_actions(actions, cfg.num_candidate_frames)
+        return take_frames(frames, indices), indices, take_frames(per_frame, indices)
+
+    def train_outputs(self, frames: jnp.ndarray, focus_frames=None,
+                      train: "bool | Modes" = True) -> dict:
+        """The Uni-AdaFocus training forward pass (rng streams `frames`, `patches`, `dropout`).
+
+        Returns:
+          dict with `glance` (`maps`, `pooled`, `logits` `[B, G, C]`), `local` (`pooled`,
+          `logits` `[2B, K, ·]`: policy boxes first, then random ones, one local-network call),
+          `logits` `[2B, C]`, `step_logits` `[2B, G + K, C]`, `temporal_logits` `[B, C]` (MC
+          surrogate), `spatial_logits` `[B, C]` (proxy), `proxy_actions` `[B, G, 4]`, `weights`
+          `[B, G]`, `glance_indices` `[B, G]`, `frame_indices` `[B, K]`, `actions` and
+          `random_actions` `[B, K, 4]`.
+        """
+        cfg = self.config
+        modes = Modes.of(train)
+        self.check_candidates(frames, focus_frames)
+        b, g = frames.shape[0], cfg.num_glance_frames
+        k_glance, k_u, k_mc = jax.random.split(self.make_rng("frames"), 3)
+        g_idx = glance_indices(cfg.num_candidate_frames, g, b, k_glance)
+        glance = self.glance_v2(take_frames(frames, g_idx), modes.glancer)
+        maps = jax.lax.stop_gradient(glance["maps"])
+        actions = self.policy.locate(maps, modes.policy)
+        # The official code runs the spatial policy a second time for the proxy: the same output,
+        # but train-mode BatchNorm updates its running statistics twice per step.
+        proxy_actions = self.policy.locate(maps, modes.policy) if modes.policy else actions
+        weights, weights_t = self.policy.frame_weights(glance["pooled"], modes.policy)
+        keep = rl.removal_keep_masks(k_mc, weights, max(1, g // 3), int(cfg.policy.mc_samples))
+        temporal_logits = rl.mc_surrogate_logits(glance["logits"], weights, keep)
+        spatial_logits = self.policy.proxy_logits(maps, proxy_actions, cfg.patch_size,
+                                                  cfg.input_size)
+        focus, f_idx, policy_actions = self.policy_frames(
+            frames, weights_t, actions,
+            rl.stratified_offsets(k_u, (b, cfg.num_focus_frames)))
+        random_actions = self.fixed_side_actions(jax.random.uniform(
+            self.make_rng("patches"), (b, cfg.num_focus_frames, 2), jnp.float32))
+        patches, _ = self.box_patches(jnp.concatenate([focus, focus], axis=0),
+                                      jnp.concatenate([policy_actions, random_actions], axis=0))
+        local = self.local_v2(patches, modes.focuser)
+        # Two classifier calls (separate train-mode batch statistics), as the official code.
+        fused = [self.classifier(glance["pooled"], local["pooled"][i * b:(i + 1) * b],
+                                 modes.classifier) for i in range(2)]
+        return {"glance": glance, "local": local,
+                "logits": jnp.concatenate([f[0] for f in fused], axis=0),
+                "step_logits": jnp.concatenate([f[1] for f in fused], axis=0),
+                "temporal_logits": temporal_logits, "spatial_logits": spatial_logits,
+                "proxy_actions": proxy_actions, "weights": weights, "glance_indices": g_idx,
+                "frame_indices": f_idx, "actions": policy_actions,
+                "random_actions": random_actions}
+
+    def __call__(self, glance_frames: jnp.ndarray, focus_frames=None,
+                 train: "bool | Modes" = False, patch_mode: str = "policy",
+                 patch_offsets=None) -> AdaFocusOutput:
+        """Inference (and `init`): test-time glance frames, u = 0.5, one box set.
+
+        Args:
+          glance_frames: the N candidate frames `[B, N, S, S, 3]` (normalised).
+          focus_frames: must be None.
+          train: bool or `Modes`.
+          patch_mode: "policy" (the spatial policy's boxes), "random" (uniform locations, side P,
+            rng stream 'patches') or "center" (the centre P × P box); the frames are always the
+            temporal policy's.
+        """
+        if patch_mode not in UNI_PATCH_MODES:
+            raise ValueError(f"UniAdaFocus: patch_mode must be one of {UNI_PATCH_MODES}, got "
+                             f"{patch_mode!r}")
+        if patch_offsets is not None:
+            raise ValueError("UniAdaFocus takes no patch_offsets")
+        cfg = self.config
+        modes = Modes.of(train)
+        self.check_candidates(glance_frames, focus_frames)
+        b = glance_frames.shape[0]
+        g_idx = glance_indices(cfg.num_candidate_frames, cfg.num_glance_frames, b)
+        glance = self.glance_v2(take_frames(glance_frames, g_idx), modes.glancer)
+        maps = jax.lax.stop_gradient(glance["maps"])
+        actions = self.policy.locate(maps, modes.policy)
+        _, weights_t = self.policy.frame_weights(glance["pooled"], modes.policy)
+        if self.is_initializing():   # create the proxy head's parameters
+            self.policy.proxy_logits(maps, actions, cfg.patch_size, cfg.input_size)
+        focus, f_idx, chosen = self.policy_frames(glance_frames, weights_t, actions, 0.5)
+        shape = (b, cfg.num_focus_frames, 2)
+        if patch_mode == "random":
+            chosen = self.fixed_side_actions(
+                jax.random.uniform(self.make_rng("patches"), shape, jnp.float32))
+        elif patch_mode == "center":
+            chosen = self.fixed_side_actions(jnp.full(shape, 0.5, jnp.float32))
+        patches, top = self.box_patches(focus, chosen)
+        local = self.local_v2(patches, modes.focuser)
+        logits, step_logits = self.classifier(glance["pooled"], local["pooled"],
+                                              modes.classifier)
+        return AdaFocusOutput(logits=logits, step_logits=step_logits,
+                              patch_offsets=jnp.floor(top).astype(jnp.int32), actions=chosen,
+                              dist_params=weights_t, values=None, glance_out=glance["pooled"],
+                              local_features=local["pooled"], frame_indices=f_idx)
+
+
+__all__ = ["UniAdaFocus", "UniPolicy", "TemporalPolicy", "SpatialPolicy", "UniExitClassifier",
+           "glance_indices", "take_frames", "UNI_PATCH_MODES"]
