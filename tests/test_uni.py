@@ -158,21 +158,32 @@ def test_uni_loss_terms_hand_computed():
     np.testing.assert_allclose(float(terms["total"][0]), expected, rtol=1e-6)
 
 
-def _term_grads(term):
-    """|gradient| summed per parameter of one batch-mean loss term, train mode."""
+TERMS = ("local_policy", "fused_policy", "spatial", "temporal", "scale")
+
+
+@functools.lru_cache(maxsize=None)
+def _all_term_grads():
+    """{term: {parameter path: |gradient| summed}} of each batch-mean loss term of `TERMS`, train
+    mode (one jitted Jacobian: a VJP per term)."""
     config, model, variables = uni_setup()
     x = _frames(config, seed=3)
     labels = jnp.array([0, 1])
 
-    def loss(params):
+    def losses(params):
         outputs, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
                                  x, None, True, method="train_outputs", mutable=["batch_stats"],
                                  rngs=RNGS)
-        return uni_lib.uni_loss_terms(outputs, labels, norm_ratio=1.0)[term].mean()
+        terms = uni_lib.uni_loss_terms(outputs, labels, norm_ratio=1.0)
+        return jnp.stack([terms[t].mean() for t in TERMS])
 
-    grads = jax.grad(loss)(variables["params"])
-    return {jax.tree_util.keystr(p): float(np.abs(np.asarray(g)).sum())
-            for p, g in jax.tree_util.tree_leaves_with_path(grads)}
+    jac = jax.jit(jax.jacrev(losses))(variables["params"])
+    flat = [(jax.tree_util.keystr(p), np.abs(np.asarray(g)))
+            for p, g in jax.tree_util.tree_leaves_with_path(jac)]
+    return {t: {path: float(g[i].sum()) for path, g in flat} for i, t in enumerate(TERMS)}
+
+
+def _term_grads(term):
+    return _all_term_grads()[term]
 
 
 def _norm(grads, prefix):
