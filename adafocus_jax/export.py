@@ -79,7 +79,7 @@ def export_model(config, variables: Mapping, *, platforms: Sequence[str] | None 
                             variables)
 
     def specs(batch):
-        shapes = [(batch, int(m.num_glance_frames), s, s, 3)]
+        shapes = [(batch, models.input_frames(m), s, s, 3)]   # Uni-AdaFocus: the N candidates
         if separate:
             shapes.append((batch, int(m.num_focus_frames), s, s, 3))
         return [jax.ShapeDtypeStruct(shape, np.uint8) for shape in shapes]
@@ -99,7 +99,7 @@ def export_model(config, variables: Mapping, *, platforms: Sequence[str] | None 
         "format_version": FORMAT_VERSION, "dataset": str(config.get("dataset", "")),
         "num_classes": int(m.num_classes), "input_size": s,
         "glance_size": int(m.glance_size), "patch_size": int(m.patch_size),
-        "num_glance_frames": int(m.num_glance_frames),
+        "num_glance_frames": models.input_frames(m),
         "num_focus_frames": int(m.num_focus_frames) if separate else None,
         "separate_focus_frames": separate, "policy_steps": int(model.policy_steps),
         "batch_polymorphic": exported is not None and not why_fixed,

@@ -57,6 +57,7 @@ def _frames(config, batch=2, seed=0):
 
 
 RNGS = {"frames": jax.random.key(1), "patches": jax.random.key(2), "dropout": jax.random.key(3)}
+TERMS = ("local_policy", "fused_policy", "spatial", "temporal", "scale")
 
 
 def _ce(logits, y):
@@ -86,7 +87,8 @@ def test_uni_outputs_shapes_and_choices():
     b, n, g, k, p = 2, c.num_candidate_frames, c.num_glance_frames, c.num_focus_frames, \
         c.patch_size
     x = _frames(config)
-    out = model.apply(variables, x)
+    out, center = jax.jit(lambda v, x: (model.apply(v, x),
+                                         model.apply(v, x, patch_mode="center")))(variables, x)
     assert out.logits.shape == (b, c.num_classes)
     assert out.step_logits.shape == (b, g + k, c.num_classes)
     np.testing.assert_array_equal(out.logits, out.step_logits[:, -1])
@@ -101,7 +103,6 @@ def test_uni_outputs_shapes_and_choices():
     # Boxes: side 16…64 px at S = 64, so the top-left lies in [0, 64 − 16].
     assert np.asarray(out.patch_offsets).min() >= 0 and np.asarray(out.patch_offsets).max() <= 48
     # The centre box of side P sits at (S − P) / 2 = 16.
-    center = model.apply(variables, x, patch_mode="center")
     np.testing.assert_array_equal(np.asarray(center.patch_offsets), 16)
     with pytest.raises(ValueError, match="patch_mode must be one of"):
         model.apply(variables, x, patch_mode="sample")
@@ -110,8 +111,13 @@ def test_uni_outputs_shapes_and_choices():
     with pytest.raises(ValueError, match="no focus_frames"):
         model.apply(variables, x, x)
 
-    outputs, _ = model.apply(variables, x, None, True, method="train_outputs",
-                             mutable=["batch_stats"], rngs=RNGS)
+
+
+def test_uni_train_outputs_shapes():
+    config, model, _ = uni_setup()
+    c = config.model
+    b, g, k = 2, c.num_glance_frames, c.num_focus_frames
+    outputs = _train_pass()[1]
     assert outputs["local"]["logits"].shape == (2 * b, k, c.num_classes)
     assert outputs["step_logits"].shape == (2 * b, g + k, c.num_classes)
     assert outputs["temporal_logits"].shape == outputs["spatial_logits"].shape == \
@@ -158,13 +164,10 @@ def test_uni_loss_terms_hand_computed():
     np.testing.assert_allclose(float(terms["total"][0]), expected, rtol=1e-6)
 
 
-TERMS = ("local_policy", "fused_policy", "spatial", "temporal", "scale")
-
-
 @functools.lru_cache(maxsize=None)
-def _all_term_grads():
-    """{term: {parameter path: |gradient| summed}} of each batch-mean loss term of `TERMS`, train
-    mode (one jitted Jacobian: a VJP per term)."""
+def _train_pass():
+    """({term: {parameter path: |gradient| summed}} for each batch-mean loss term of `TERMS`,
+    train_outputs), train mode: one jitted Jacobian (a VJP per term) with the outputs as aux."""
     config, model, variables = uni_setup()
     x = _frames(config, seed=3)
     labels = jnp.array([0, 1])
@@ -174,16 +177,17 @@ def _all_term_grads():
                                  x, None, True, method="train_outputs", mutable=["batch_stats"],
                                  rngs=RNGS)
         terms = uni_lib.uni_loss_terms(outputs, labels, norm_ratio=1.0)
-        return jnp.stack([terms[t].mean() for t in TERMS])
+        return jnp.stack([terms[t].mean() for t in TERMS]), outputs
 
-    jac = jax.jit(jax.jacrev(losses))(variables["params"])
+    jac, outputs = jax.jit(jax.jacrev(losses, has_aux=True))(variables["params"])
     flat = [(jax.tree_util.keystr(p), np.abs(np.asarray(g)))
             for p, g in jax.tree_util.tree_leaves_with_path(jac)]
-    return {t: {path: float(g[i].sum()) for path, g in flat} for i, t in enumerate(TERMS)}
+    return {t: {path: float(g[i].sum()) for path, g in flat} for i, t in enumerate(TERMS)}, \
+        outputs
 
 
 def _term_grads(term):
-    return _all_term_grads()[term]
+    return _train_pass()[0][term]
 
 
 def _norm(grads, prefix):

@@ -217,7 +217,7 @@ class UniExitClassifier(nn.Module):
 class UniAdaFocus(AdaFocusV2):
     """Uni-AdaFocus on the family's networks; `config.model.version == "uni"`
     (`models.to_uni_model_config`). Reuses AdaFocusV2's glance and local calls (`glance_v2`,
-    `local_v2`).
+    `local_v2`); V2's own policy path (`locate`, `v2_crop`, `fuse`, `frame_order`) is not used.
 
     `__call__(frames)` takes the N candidate frames `[B, N, S, S, 3]` as `glance_frames` (no
     separate focus frames) and returns `AdaFocusOutput` with `step_logits` `[B, G + K, C]`,
