@@ -34,10 +34,12 @@ Why these choices:
 
 import ml_collections
 
-from adafocus_jax import data, models, stages
+from adafocus_jax import config_lib, data, models, stages
 from adafocus_jax.data import synthetic
 
 FRAME, GLANCE, PATCH, FRAMES = 144, 72, 48, 4
+# The official ActivityNet recipe (configs/actnet.py: STAGES, V2) that _SCHEDULE below changes.
+ACTNET = config_lib.sibling_config(__file__, "actnet")
 
 
 def _model_config() -> ml_collections.ConfigDict:
@@ -119,7 +121,7 @@ def get_config(arg=None):
     config.dataset = "synthetic"
     config.model = _model_config()
     config.data = _data_config()
-    stages.add_training_config(config)
+    stages.add_training_config(config, stage_table=ACTNET.STAGES)
     config.eval.metric = "top1"
     config.eval.split = "val"
 
@@ -179,7 +181,7 @@ def _v2_config(config: ml_collections.ConfigDict, quick: bool) -> ml_collections
     config.model.classifier.hidden_dim = 256
     config.model.frame_order = "natural"
     config.stages = ml_collections.ConfigDict(pretrain)
-    v2 = stages.v2_stages("synthetic").v2
+    v2 = stages.v2_stages(ACTNET.V2).v2
     v2.restore = "glancer=stage0_glancer,focuser=stage0_focuser"
     v2.num_epochs = 1 if quick else _V2_SCHEDULE["num_epochs"]
     v2.batch_size = 16 if quick else 32

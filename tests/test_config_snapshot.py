@@ -7,6 +7,9 @@ For each config and option string it holds the ConfigDict (`to_dict()`, tuples k
 lists, ints from floats) or the error it raises, and every stage's resolved recipe
 (`stages.resolve_recipe`) with `reproduce_released_lr_bug` off and on; plus the model configs of
 `models.tiny_model_config`, `default_model_config` and `v2_model_config` per dataset.
+This checks that the configs show the recipe (stage tables, V2 hyper-parameters, patch sizes as
+literal data in configs/sthv2.py and configs/actnet.py, reused by the others) without changing a
+single value.
 
     python tests/test_config_snapshot.py --write   # regenerate (only for an intended change)
 """
@@ -23,6 +26,8 @@ SNAPSHOT = os.path.join(ROOT, "tests", "data", "config_snapshot.json")
 
 STHSTH_PATCHES = (None, 144, 160, 176)
 ACTNET_PATCHES = (None, 128, 96, 160, 192)
+# The official default patch sizes (the papers' first setting per dataset).
+DEFAULT_PATCH = {"sthv1": 144, "sthv2": 144, "actnet": 128, "fcvid": 128, "minik": 128}
 BAD_OPTIONS = ("patch=100", "patch=abc", "mode=v3", "colour=red", "patch", "policy=grid")
 
 
@@ -97,12 +102,16 @@ def snapshot() -> dict:
     out["tiny"] = {repr(a): _entry("tiny", a) for a in tiny_args}
     synthetic_args = [None, "", "quick", "mode=v1", "mode=v2", "quick,mode=v2", "fast"]
     out["synthetic"] = {repr(a): _entry("synthetic", a) for a in synthetic_args}
+    # The snapshot's keys name the calls of 32c9929, where the patch size defaulted to the
+    # dataset's first official one; the patch is an argument now, given here.
     out["models"] = {}
     for dataset in datasets:
+        patch = DEFAULT_PATCH[dataset]
         out["models"][f"tiny_model_config({dataset!r})"] = models.tiny_model_config(dataset).to_dict()
         out["models"][f"default_model_config({dataset!r})"] = (
-            models.default_model_config(dataset).to_dict())
-        out["models"][f"v2_model_config({dataset!r})"] = models.v2_model_config(dataset).to_dict()
+            models.default_model_config(dataset, patch).to_dict())
+        out["models"][f"v2_model_config({dataset!r})"] = (
+            models.v2_model_config(dataset, patch).to_dict())
     return _encode(out)
 
 

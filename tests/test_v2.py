@@ -11,7 +11,7 @@ import pytest
 
 from adafocus_jax import models, parallel, stages, train
 from adafocus_jax import v2 as v2_lib
-from train_helpers import ROOT, host_batch, tiny_config, to_host
+from train_helpers import ROOT, config_module, host_batch, tiny_config, to_host
 
 
 def _load_config(name: str, arg: str):
@@ -27,7 +27,7 @@ def tiny_v2_config(dataset: str):
     models.to_v2_model_config(config.model)
     config.model.policy.hidden_dims = (16,) if config.model.policy.per_frame else (16, 8)
     config.model.classifier.hidden_dim = 16
-    config.stages = stages.v2_stages(dataset)
+    config.stages = stages.v2_stages(config_module(dataset).V2)
     config.stages.v2.batch_size = 8
     config.stages.v2.num_epochs = 1
     config.run_stages = "v2"
