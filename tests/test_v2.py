@@ -287,6 +287,48 @@ def test_v2_gflops_match_paper(dataset, patch):
 
 
 @pytest.mark.parametrize("dataset", ["actnet", "sthv2"])
+def test_v2_float64_matches_torch_float64(dataset, tmp_path):
+    """The float32 logits differ from the reference by up to ~1e-3 of their scale (the test
+    below); in float64 on both sides they agree to ~1e-6 and the locations to 1e-12, so that
+    difference is float32 rounding amplified by the tiny random networks, not another function
+    (the reference's own float32 and float64 logits differ by as much)."""
+    torch = pytest.importorskip("torch")
+    import torch_reference as tr
+    from adafocus_jax import convert
+
+    config = tiny_v2_config(dataset)
+    c = config.model
+    reference = tr.build_v2(c, seed=3)
+    path = str(tmp_path / "ckpt.best.pth.tar")
+    torch.save(tr.v2_file(reference), path)
+    variables = convert.load_torch_checkpoint(path, config)
+    gen = torch.Generator().manual_seed(7)
+    glance = tr.random_frames(2, c.num_glance_frames, c.input_size, gen).double()
+    focus = tr.random_frames(2, c.num_focus_frames, c.input_size, gen).double()
+    nhwc = lambda x: jnp.asarray(x.permute(0, 1, 3, 4, 2).numpy())  # noqa: E731
+    reference = reference.double()
+    with pytest.raises(ValueError, match="64-bit JAX"):
+        c64 = config.model.copy_and_resolve_references()
+        c64.dtype = "float64"
+        models.create_model(c64)
+    with jax.enable_x64(True):
+        c.dtype = "float64"
+        model = models.create_model(c)
+        variables = jax.tree.map(lambda a: np.asarray(a, np.float64), variables)
+        with torch.no_grad():
+            if dataset == "actnet":
+                want = reference(glance[:, tr.v2_frame_order(c.num_glance_frames)])
+                out = model.apply(variables, nhwc(glance))
+            else:
+                want = reference(glance, focus)
+                out = model.apply(variables, nhwc(glance), nhwc(focus))
+        assert out.logits.dtype == jnp.float64
+        np.testing.assert_allclose(out.actions, want["actions"].numpy(), atol=1e-12)
+        scale = max(1.0, float(np.abs(want["logits"].numpy()).max()))
+        assert float(np.abs(np.asarray(out.logits) - want["logits"].numpy()).max()) <= 1e-5 * scale
+
+
+@pytest.mark.parametrize("dataset", ["actnet", "sthv2"])
 def test_v2_checkpoint_converts_and_matches_torch_reference(dataset, tmp_path):
     torch = pytest.importorskip("torch")
     import torch_reference as tr
