@@ -1,6 +1,7 @@
 """Every config file, with every option, builds the config it built before the recipes moved into
 the configs (issue 9): `tests/data/config_snapshot.json` was written by this file's `snapshot()`
-from the code BEFORE that change (commit 32c9929), so it is a regression check, not a copy of the
+from the code BEFORE that change (s17 at 156a193, which differs from the first snapshot's 32c9929
+only in configs/synthetic.py's new halftone option), so it is a regression check, not a copy of the
 code under test.
 
 For each config and option string it holds the ConfigDict (`to_dict()`, tuples kept apart from
@@ -100,7 +101,8 @@ def snapshot() -> dict:
     tiny_args = [None, *datasets, "sthv1,policy=gaussian", "sthv2,policy=discrete",
                  "actnet,policy=discrete", "sthv2,colour=red", "kinetics"]
     out["tiny"] = {repr(a): _entry("tiny", a) for a in tiny_args}
-    synthetic_args = [None, "", "quick", "mode=v1", "mode=v2", "quick,mode=v2", "fast"]
+    synthetic_args = [None, "", "quick", "mode=v1", "mode=v2", "quick,mode=v2", "fast",
+                      "halftone=3", "quick,halftone=3", "mode=v2,halftone=2", "halftone=4"]
     out["synthetic"] = {repr(a): _entry("synthetic", a) for a in synthetic_args}
     # The snapshot's keys name the calls of 32c9929, where the patch size defaulted to the
     # dataset's first official one; the patch is an argument now, given here.

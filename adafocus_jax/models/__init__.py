@@ -17,7 +17,9 @@ from adafocus_jax.rl import deterministic_actions, sample_actions
 
 # What differs between the two official code paths (adafocus_v1.md §1) follows the dataset's
 # family (`adafocus_jax.families`).
-MODEL_DTYPES = ("float32", "bfloat16")  # the precision policy: see adafocus_jax.models.adafocus
+# The precision policy: see adafocus_jax.models.adafocus. float64 exists for exact comparisons with
+# a float64 PyTorch reference (under `jax.enable_x64`), not for training.
+MODEL_DTYPES = ("float32", "bfloat16", "float64")
 
 
 def default_model_config(dataset: str, patch_size: int) -> ml_collections.ConfigDict:
@@ -131,6 +133,10 @@ def validate_model_config(c: ml_collections.ConfigDict) -> None:
         raise ValueError("config.model.classifier.kind='gru' pairs with policy.per_frame=True")
     if c.dtype not in MODEL_DTYPES:
         raise ValueError(f"config.model.dtype must be one of {MODEL_DTYPES}, got {c.dtype!r}")
+    if c.dtype == "float64" and not jax.config.jax_enable_x64:
+        raise ValueError("config.model.dtype='float64' needs 64-bit JAX (`with "
+                         "jax.enable_x64(True):` or JAX_ENABLE_X64=1); it is meant for exact "
+                         "parity checks")
     version = c.get("version", "v1")
     if version not in ("v1", "v2"):
         raise ValueError(f"config.model.version={version!r}: expected v1 or v2")
