@@ -1,9 +1,15 @@
 """Builds the official configs (configs/*.py call this): model (adafocus_jax.models), data (adafocus_jax.data)
-and the training recipe (adafocus_jax.stages) of one official setting."""
+and the training recipe (adafocus_jax.stages) of one official setting, from the recipe tables each
+config file writes out (`STAGES`, `V2`, `PATCH_SIZES`: the one home of the official numbers; the
+package never imports configs/). `sibling_config` lets one config file reuse another's tables."""
+
+import importlib.util
+import os
+import types
 
 import ml_collections
 
-from adafocus_jax import data, families, models, recipes, stages
+from adafocus_jax import data, families, models, stages
 
 
 def parse_options(arg: str | None) -> dict:
@@ -36,12 +42,34 @@ def set_sthsth_policy(config: ml_collections.ConfigDict, policy: str, where: str
         config.model.policy.grid_size = STHSTH_DISCRETE_GRID
 
 
+def load_config_module(path: str) -> types.ModuleType:
+    """The module of the config file `path`, executed afresh (its `__file__` is `path`).
+
+    Raises:
+      FileNotFoundError naming `path` when there is no such file.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no config file {path!r}")
+    spec = importlib.util.spec_from_file_location(
+        f"_config_{abs(hash(os.path.abspath(path)))}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def sibling_config(here: str, name: str) -> types.ModuleType:
+    """The config file `name`.py in the folder of the config file `here` (pass `__file__`), as a
+    module: how configs/sthv1.py reads the tables of configs/sthv2.py."""
+    return load_config_module(os.path.join(os.path.dirname(os.path.abspath(here)), f"{name}.py"))
+
+
 def build_config(dataset: str, arg: str | None, allowed_patches: tuple[int, ...], *,
                  stages_table=None, v2_hyper=None, uni_hyper=None):
-    """The official config of `dataset`, training `stages_table` (a table of `recipes`; V1), one
-    AdaFocusV2 stage with `v2_hyper` (`mode=v2`) or one Uni-AdaFocus stage with `uni_hyper`
-    (`mode=uni`, default `recipes.UNI_HYPER[dataset]`; ActivityNet family only); `arg` may set
-    `patch=<P>` (one of `allowed_patches`), `mode=v1|v2|uni` and, for Sth-Sth V1 mode,
+    """The official config of `dataset`, training `stages_table` (V1: a config file's `STAGES`),
+    one AdaFocusV2 stage with `v2_hyper` (`mode=v2`: a config file's `V2`) or one Uni-AdaFocus
+    stage with `uni_hyper` (`mode=uni`: a config file's `UNI`; ActivityNet family only); `arg` may
+    set `patch=<P>` (one of `allowed_patches`, default the first), `mode=v1|v2|uni` (AdaFocus with
+    its staged PPO recipe, AdaFocusV2's or Uni-AdaFocus's one stage) and, for Sth-Sth V1 mode,
     `policy=gaussian|discrete`."""
     options = parse_options(arg)
     try:
@@ -53,12 +81,18 @@ def build_config(dataset: str, arg: str | None, allowed_patches: tuple[int, ...]
     if mode not in ("v1", "v2", "uni"):
         raise ValueError(f"{dataset}: mode={mode!r}: expected v1 (AdaFocus, 3 stages + PPO), "
                          "v2 (AdaFocusV2, one end-to-end stage) or uni (Uni-AdaFocus, one stage)")
-    if mode != "v1" and policy is not None:
-        raise ValueError(f"{dataset}: policy={policy!r} is a V1 option; mode={mode} has its own "
-                         "policy")
+    if mode == "v2" and policy is not None:
+        raise ValueError(f"{dataset}: policy={policy!r} is a V1 option; mode=v2 has its own "
+                         "location policy")
+    if mode == "uni" and policy is not None:
+        raise ValueError(f"{dataset}: policy={policy!r} is a V1 option; mode=uni has its own "
+                         "temporal and spatial policies")
     if mode == "uni" and dataset in families.STHSTH:
         raise ValueError(f"{dataset}: mode=uni: the TSM (Sth-Sth) variant of Uni-AdaFocus is not "
                          "implemented yet; mode=uni exists for actnet, fcvid and minik")
+    if mode == "uni" and uni_hyper is None:
+        raise ValueError(f"{dataset}: mode=uni needs the config file's Uni-AdaFocus table "
+                         "(uni_hyper=UNI, as configs/actnet.py passes)")
     if patch not in allowed_patches:
         raise ValueError(f"{dataset}: patch={patch} is not an official patch size "
                          f"{allowed_patches}")
@@ -71,7 +105,6 @@ def build_config(dataset: str, arg: str | None, allowed_patches: tuple[int, ...]
         models.to_v2_model_config(config.model)
     config.data = data.default_data_config(dataset)
     if mode == "uni":
-        uni_hyper = uni_hyper or recipes.UNI_HYPER[dataset]
         models.to_uni_model_config(config.model, uni_hyper["fc_dropout"])
         # The loader delivers the N candidate frames as `glance`; the model picks from them.
         config.data.num_glance_frames = config.model.num_candidate_frames

@@ -7,15 +7,18 @@
     python main.py --config=configs/minik.py:mode=uni --workdir=DIR  # Uni-AdaFocus, one stage
 """
 
-from adafocus_jax import config_lib, recipes
+from adafocus_jax import config_lib
 
-# The recipe this config runs, as data: tables of adafocus_jax/recipes.py (losses, patches, trained
-# modules and their learning rates, epochs, batch sizes, restores), passed to build_config below.
-STAGES = recipes.ACTNET_STAGES   # stage0_glancer, stage0_focuser, stage1, stage2, stage3
-V2 = recipes.V2_HYPER["minik"]   # mode=v2: AdaFocusV2's one end-to-end stage
-PATCH_SIZES = recipes.PATCH_SIZES["minik"]   # official patch sizes (the first is the default)
+# The official scripts train Mini-Kinetics with the ActivityNet recipe: the tables of
+# configs/actnet.py, except AdaFocusV2's base learning rate and batch (official README command).
+_ACTNET = config_lib.sibling_config(__file__, "actnet")
+PATCH_SIZES = _ACTNET.PATCH_SIZES
+STAGES = _ACTNET.STAGES
+V2 = dict(_ACTNET.V2, lr=0.003, batch_size=48)
+UNI = dict(_ACTNET.UNI, lr=0.003, batch_size=48, weight_decay=1e-4, norm_ratio=0.75,
+           fc_dropout=0.1)   # official README command
 
 
 def get_config(arg=None):
     return config_lib.build_config("minik", arg, allowed_patches=PATCH_SIZES,
-                                   stages_table=STAGES, v2_hyper=V2)
+                                   stages_table=STAGES, v2_hyper=V2, uni_hyper=UNI)

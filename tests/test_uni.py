@@ -2,9 +2,7 @@
 module, the recipe and its learning-rate groups, FLOPs, one sharded step on 8 devices."""
 
 import functools
-import importlib.util
 import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -14,14 +12,11 @@ import pytest
 from adafocus_jax import models, parallel, stages, train
 from adafocus_jax import uni as uni_lib
 from adafocus_jax.models import uni as uni_models
-from train_helpers import ROOT, host_batch, random_variables, tiny_config, to_host
+from train_helpers import config_module, host_batch, random_variables, tiny_config, to_host
 
 
 def _load_config(name: str, arg: str):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return config_module(name).get_config(arg)
 
 
 def tiny_uni_config():
@@ -35,7 +30,7 @@ def tiny_uni_config():
     c.policy.mc_samples = 4
     c.classifier.hidden_dim = 8
     config.data.num_glance_frames = c.num_candidate_frames
-    config.stages = stages.uni_stages("actnet")
+    config.stages = stages.uni_stages(config_module("actnet").UNI)
     config.stages.uni.batch_size = 8
     config.stages.uni.num_epochs = 1
     config.stage_order = config.run_stages = "uni"
