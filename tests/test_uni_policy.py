@@ -207,7 +207,8 @@ def test_proxy_crop_gradients_match_finite_differences():
             d = jnp.zeros_like(actions).at[idx].set(eps)
             fd = (loss(actions + d) - loss(actions - d)) / (2 * eps)
             np.testing.assert_allclose(float(grad[idx]), float(fd), rtol=1e-5, atol=1e-8)
-        # The float32 path used by the model (uni_boxes) gives the same gradient to float32 precision.
+        # The float32 path of the model (uni_boxes) gives the same gradient to float32 precision.
+
         def loss32(actions):
             top, side = crop_lib.uni_boxes(actions, 7, 4, 128)
             crops = crop_lib.bilinear_crop(maps_j.astype(jnp.float32), top, 4, side)
