@@ -1,8 +1,8 @@
 """From a folder of labelled videos (or a CSV / JSON of `path,label`) to a dataset the frame reader
 trains on: frame folders, train/val list files, a class-name file and a summary.
 
-    python -m adafocus_jax.tools.prepare_dataset --input=VIDEOS --output=DATA [--val_fraction=0.2] \\
-        [--seed=0] [--val_input=VAL_VIDEOS_OR_CSV] [--classes=names.txt] [--height=0] [--fps=0] \\
+    python -m adafocus_jax.tools.prepare_dataset --input=VIDEOS --output=DATA \\
+        [--val_fraction=0.2] [--seed=0] [--val_input=VAL_VIDEOS_OR_CSV] [--classes=names.txt] [--height=0] [--fps=0] \\
         [--workers=N] [--min_frames=3] [--overwrite] [--no_progress]
 
     python main.py --config=configs/custom.py:root=DATA --workdir=RUN
@@ -423,7 +423,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="fraction of each class's videos for val (without --val_input)")
     p.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
     p.add_argument("--height", type=int, default=0, help="frame height (0 = native)")
-    p.add_argument("--fps", type=float, default=0.0, help="resample videos to this rate (0 = native)")
+    p.add_argument("--fps", type=float, default=0.0,
+                   help="resample videos to this rate (0 = native)")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality of re-encoded frames")
     p.add_argument("--min_frames", type=int, default=3, help="shorter videos are skipped")
     p.add_argument("--workers", type=int, default=1, help="videos prepared in parallel")
