@@ -172,8 +172,9 @@ class Case:
 
 def precision_drift(config, variables, batch: int, seed: int = 1) -> dict:
     """bfloat16 vs float32 on the full model, same weights and `batch` random videos: max and
-    mean |Δ logits| (and the logits' scale), top-1 agreement, and how often the policy picks the
-    same patch (exact offsets; mean |Δ offset| in pixels)."""
+    mean |Δ logits| (and the logits' scale), top-1 agreement, how often the policy picks the
+    same patch (exact offsets; mean |Δ offset| in pixels), and the max |Δ logits| of bfloat16 run
+    on float32's patches (`max_abs_logit_diff_same_patches`: the networks' drift alone)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -194,11 +195,19 @@ def precision_drift(config, variables, batch: int, seed: int = 1) -> dict:
         model = models.create_model(mc)
         outs[dtype] = jax.jit(lambda v, g, f: model.apply(v, g, f, train=False))(
             variables, glance, focus)
+        if dtype == "bfloat16":
+            # The same networks on float32's patches: the drift of the CNNs and heads alone,
+            # without the policy's (chaotic, for random weights) choice of another patch.
+            given = jax.jit(lambda v, g, f, o: model.apply(
+                v, g, f, train=False, patch_mode="given", patch_offsets=o))(
+                variables, glance, focus, outs["float32"].patch_offsets)
     a, b = outs["float32"], outs["bfloat16"]
     diff = np.abs(np.asarray(a.logits) - np.asarray(b.logits))
+    given_diff = np.abs(np.asarray(a.logits) - np.asarray(given.logits))
     offsets_a, offsets_b = np.asarray(a.patch_offsets), np.asarray(b.patch_offsets)
     same = np.all(offsets_a == offsets_b, axis=-1)
     return {"batch": batch, "max_abs_logit_diff": float(diff.max()),
+            "max_abs_logit_diff_same_patches": float(given_diff.max()),
             "mean_abs_logit_diff": float(diff.mean()),
             "logit_scale": float(np.max(np.abs(np.asarray(a.logits)))),
             "top1_agreement": float(np.mean(np.argmax(a.logits, -1) == np.argmax(b.logits, -1))),

@@ -55,8 +55,11 @@ def test_inference_benchmark_side_by_side_with_torch(tmp_path):
     assert len(payload["compile"]) == 2
     assert [d["config"] for d in payload["drift"]] == ["sthv2:tiny", "actnet:tiny"]
     for d in payload["drift"]:
-        # bf16 rounding moves the logits a little, never by their whole scale.
-        assert 0 < d["max_abs_logit_diff"] < 0.2 * max(d["logit_scale"], 1.0), d
+        # On the same patches bf16 rounding moves the logits a little, never by their whole
+        # scale; with its own patches (random weights: the policy's choice is chaotic) only a
+        # finite, nonzero difference is required.
+        assert 0 < d["max_abs_logit_diff_same_patches"] < 0.2 * max(d["logit_scale"], 1.0), d
+        assert 0 < d["max_abs_logit_diff"] < float("inf"), d
         assert 0 <= d["patch_agreement"] <= 1 and 0 <= d["top1_agreement"] <= 1
     with pytest.raises(SystemExit, match="--rows"):
         inference.main(["--rows=nope"])

@@ -57,11 +57,17 @@ def _gru_update(h, input_gates, hidden_gates):
     return (1.0 - z) * n + z * h
 
 
+def _compute_dtype(x: jnp.ndarray):
+    """float32 for inputs of at most float32 precision, float64 for float64 inputs."""
+    return jnp.promote_types(jnp.float32, x.dtype)
+
+
 class GRU(nn.Module):
     """Single-layer GRU over `[N, T, D]` sequences (batch first), PyTorch semantics.
 
-    Always computes in float32 (inputs of any float dtype are cast): the recurrence is a tiny part
-    of the FLOPs, and a float32 carry keeps `lax.scan`'s carry dtype fixed under bfloat16 models.
+    Computes in float32, or float64 for float64 inputs (bfloat16 / float16 inputs are cast up): the
+    recurrence is a tiny part of the FLOPs, and a fixed carry dtype keeps `lax.scan`'s carry type
+    stable under bfloat16 models; float64 stays float64 for the exact parity checks.
 
     Attributes:
       hidden_dim: H.
@@ -84,10 +90,11 @@ class GRU(nn.Module):
         Returns:
           (outputs `[N, T, H]` = hidden state after each step, final state `[N, H]`).
         """
-        inputs = inputs.astype(jnp.float32)
+        dtype = _compute_dtype(inputs)
+        inputs = inputs.astype(dtype)
         n = inputs.shape[0]
-        h0 = (jnp.zeros((n, self.hidden_dim), jnp.float32) if initial_state is None
-              else initial_state.astype(jnp.float32))
+        h0 = (jnp.zeros((n, self.hidden_dim), dtype) if initial_state is None
+              else initial_state.astype(dtype))
         input_gates = self.input(inputs)  # all steps in one matmul: [N, T, 3H]
         kernel, bias = self.hidden()
 
@@ -101,5 +108,6 @@ class GRU(nn.Module):
     def step(self, state: jnp.ndarray, inputs: jnp.ndarray) -> jnp.ndarray:
         """One update for a batch of (state `[..., H]`, input `[..., D]`) pairs → new state `[..., H]`."""
         kernel, bias = self.hidden()
-        state = state.astype(jnp.float32)
-        return _gru_update(state, self.input(inputs.astype(jnp.float32)), state @ kernel + bias)
+        dtype = _compute_dtype(inputs)
+        state = state.astype(dtype)
+        return _gru_update(state, self.input(inputs.astype(dtype)), state @ kernel + bias)
