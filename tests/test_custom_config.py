@@ -90,7 +90,7 @@ def test_small_preset_trains_every_stage_through_main(prepared, tmp_path):
     cmd = [sys.executable, os.path.join(ROOT, "main.py"),
            f"--config={CONFIG}:root={prepared},quick,input=32,glance=32,patch=16,frames=2",
            f"--workdir={workdir}", "--config.benchmark.enabled=False"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1700,
                           env=dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS=""))
     assert proc.returncode == 0, proc.stderr[-3000:]
     for stage in ("stage0_glancer", "stage0_focuser", "stage1", "stage2", "stage3"):
