@@ -49,7 +49,6 @@ required_margin, variants}` (all optional but `split`), `config.dataset`, `confi
 
 import json
 import logging
-import math
 import os
 import time
 from typing import Any, Mapping
@@ -58,11 +57,12 @@ import jax
 import ml_collections
 import numpy as np
 
+from adafocus_jax import checkpoint as ckpt_lib
 from adafocus_jax import flops as flops_lib
-from adafocus_jax import models, parallel
+from adafocus_jax import handoff, json_io, models, parallel, stages
 
-# Variant → evaluate_model patch mode.
-PATCH_MODES = {"learned": "policy", "random": "random", "center": "center", "oracle": "oracle",
+# Variant → evaluate_model patch mode (adafocus_jax.patch_modes).
+VARIANT_PATCH_MODE = {"learned": "policy", "random": "random", "center": "center", "oracle": "oracle",
                "full_frame": "focuser", "glance_only": "glancer"}
 REQUIRED = ("learned", "random", "center", "full_frame")
 DEFAULT_VARIANTS = "learned,random,center,oracle,full_frame,glance_only"
@@ -76,10 +76,10 @@ def benchmark_path(config: ml_collections.ConfigDict, workdir: str) -> str:
 def _variants(config) -> list[str]:
     spec = str(config.benchmark.get("variants", DEFAULT_VARIANTS))
     names = [v.strip() for v in spec.split(",") if v.strip()]
-    unknown = [v for v in names if v not in PATCH_MODES]
+    unknown = [v for v in names if v not in VARIANT_PATCH_MODE]
     if unknown:
         raise ValueError(f"config.benchmark.variants: unknown {unknown}; expected a subset of "
-                         f"{list(PATCH_MODES)}")
+                         f"{list(VARIANT_PATCH_MODE)}")
     missing = [v for v in REQUIRED if v not in names]
     if missing:
         raise ValueError(f"config.benchmark.variants must include {list(REQUIRED)} "
@@ -91,14 +91,12 @@ def _batch_size(config, mesh) -> int:
     """The eval batch rounded down to a multiple of the device and process counts."""
     size = int(config.benchmark.get("batch_size", 0)) or int(config.train.get(
         "eval_batch_size", 0)) or 32
-    unit = math.lcm(int(mesh.devices.size), jax.process_count())
-    return max(unit, size // unit * unit)
+    return parallel.round_batch_size(size, mesh)
 
 
 def _full_frame_variables(config, workdir: str, variables: Mapping) -> tuple[Mapping, str]:
     """The variables for `full_frame`: the stage named by `config.benchmark.full_frame_stage` if
     its checkpoint is in `workdir`, else the final `variables`. Returns (variables, where from)."""
-    from adafocus_jax import checkpoint as ckpt_lib
     stage = str(config.benchmark.get("full_frame_stage", "") or "")
     if not stage:
         return variables, "final"
@@ -159,7 +157,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, variables: Mapping, *, 
     results: dict[str, Any] = {}
     num_videos = None
     for name in names:
-        mode = PATCH_MODES[name]
+        mode = VARIANT_PATCH_MODE[name]
         var = full_vars if name == "full_frame" else variables
         t0 = time.time()
         out = eval_lib.evaluate_model(config, model, var, source, patch_mode=mode,
@@ -191,10 +189,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, variables: Mapping, *, 
     if jax.process_index() == 0:
         path = benchmark_path(config, workdir)
         os.makedirs(workdir, exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=2)
-        os.replace(tmp, path)
+        json_io.write_json(path, results)
         table = format_table(results)
         print(f"\nBenchmark on the {split} split ({num_videos} videos), written to {path}:\n"
               f"{table}\n", flush=True)
@@ -218,10 +213,7 @@ def early_exit_section(config, workdir: str, variables: Mapping, *, model=None,
             with open(path) as f:
                 results = json.load(f)
         results["early_exit"] = section
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=2)
-        os.replace(tmp, path)
+        json_io.write_json(path, results)
         for m in section["measured"]:
             print(f"early exit at {m['gflops']:.4f} GFLOPs/video (full "
                   f"{section['full']['gflops']:.4f}): top-1 {m['accuracy']:.2f}% (full "
@@ -234,9 +226,8 @@ def early_exit_section(config, workdir: str, variables: Mapping, *, model=None,
 def _final_variables(config, workdir: str) -> dict:
     """Variables the last stage of `config.run_stages` in `workdir` hands on (its last state, or
     its best-validated one with `config.train.handoff="best"`), as `train_and_evaluate` does."""
-    from adafocus_jax import stages, train  # train imports this module: import at call time
     last = stages.stage_names(config)[-1]
-    variables = train.handoff_variables(config, os.path.join(workdir, last))
+    variables = handoff.handoff_variables(config, os.path.join(workdir, last))
     return jax.tree.map(np.asarray, variables)
 
 

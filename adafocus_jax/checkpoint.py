@@ -28,7 +28,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from adafocus_jax import parallel
+from adafocus_jax import json_io, parallel
 
 
 def checkpoint_dir(stage_dir: str) -> str:
@@ -208,11 +208,8 @@ def save_best(stage_dir: str, variables, step: int, metric: str, value: float) -
                      "metric": np.asarray(value, np.float64)}
             manager.save(step, args=ocp.args.StandardSave(items), force=True)
             manager.wait_until_finished()
-    if jax.process_index() == 0:
-        tmp = os.path.join(root, "best.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump({"step": int(step), "metric": metric, "value": float(value)}, f, indent=2)
-        os.replace(tmp, os.path.join(root, "best.json"))
+    json_io.write_json(os.path.join(root, "best.json"),
+                       {"step": int(step), "metric": metric, "value": float(value)})
 
 
 def _restore_best(stage_dir: str) -> tuple[dict[str, Any], int] | None:

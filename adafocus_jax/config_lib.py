@@ -3,7 +3,7 @@ and the training recipe (adafocus_jax.stages) of one official setting."""
 
 import ml_collections
 
-from adafocus_jax import data, models, stages
+from adafocus_jax import data, families, models, stages
 
 
 def parse_options(arg: str | None) -> dict:
@@ -26,7 +26,7 @@ STHSTH_DISCRETE_GRID = 5
 
 def set_sthsth_policy(config: ml_collections.ConfigDict, policy: str, where: str) -> None:
     """Sets `config.model.policy` to the Sth-Sth `policy` variant ("gaussian" or "discrete")."""
-    if config.dataset not in stages.STHSTH:
+    if config.dataset not in families.STHSTH:
         raise ValueError(f"{where}: policy={policy} is an option of sthv1/sthv2 only (the "
                          f"{config.dataset} policy is always a categorical grid)")
     if policy not in STHSTH_POLICIES:
@@ -36,8 +36,10 @@ def set_sthsth_policy(config: ml_collections.ConfigDict, policy: str, where: str
         config.model.policy.grid_size = STHSTH_DISCRETE_GRID
 
 
-def build_config(dataset: str, arg: str | None, allowed_patches: tuple[int, ...]):
-    """The official config of `dataset`; `arg` may set `patch=<P>` (one of `allowed_patches`),
+def build_config(dataset: str, arg: str | None, allowed_patches: tuple[int, ...], *,
+                 stages_table=None, v2_hyper=None):
+    """The official config of `dataset`, training `stages_table` (a table of `recipes`; V1) or one
+    AdaFocusV2 stage with `v2_hyper` (`mode=v2`); `arg` may set `patch=<P>` (one of `allowed_patches`),
     `mode=v1|v2` (AdaFocus with its staged PPO recipe, or AdaFocusV2's one end-to-end stage) and,
     for Sth-Sth V1 mode, `policy=gaussian|discrete`."""
     options = parse_options(arg)
@@ -64,7 +66,7 @@ def build_config(dataset: str, arg: str | None, allowed_patches: tuple[int, ...]
     if mode == "v2":
         models.to_v2_model_config(config.model)
     config.data = data.default_data_config(dataset)
-    stages.add_training_config(config)
+    stages.add_training_config(config, stage_table=stages_table, v2_hyper=v2_hyper)
     if policy is not None:
         set_sthsth_policy(config, policy, f"configs/{dataset}.py")
     return config

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from adafocus_jax.data.transforms import normalize_jnp
-from adafocus_jax.models.adafocus import deterministic_actions
+from adafocus_jax.rl import deterministic_actions
 
 COMPACTION = ("compact", "masked", "none")
 
@@ -174,6 +174,17 @@ def simulate_exit(confidences: np.ndarray, thresholds: Sequence[float]) -> np.nd
     return np.argmax(passed, axis=1)
 
 
+def padded_batches(frames: np.ndarray, batch_size: int):
+    """Yields (chunk `[batch_size, ...]`, n real rows) over `frames` `[N, ...]` in order; the last
+    chunk is padded with copies of its first row (so every call has one shape)."""
+    for start in range(0, len(frames), batch_size):
+        chunk = frames[start:start + batch_size]
+        n = len(chunk)
+        if n < batch_size:
+            chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - n, 0)])
+        yield chunk, n
+
+
 def _buckets(batch_size: int) -> list[int]:
     sizes = {batch_size}
     size = 1
@@ -213,11 +224,7 @@ class OnlineRunner:
         """The ordinary inference (all frames at once): predicted class `[N]` of uint8 frames
         `[N, T, S, S, 3]`, in batches of `batch_size` (the last padded)."""
         preds = []
-        for start in range(0, len(frames), batch_size):
-            chunk = frames[start:start + batch_size]
-            n = len(chunk)
-            if n < batch_size:
-                chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - n, 0)])
+        for chunk, n in padded_batches(frames, batch_size):
             out = self._full(self.variables, chunk)
             preds.append(np.asarray(jnp.argmax(out["probabilities"], -1))[:n])
         return np.concatenate(preds)
@@ -320,11 +327,7 @@ def full_step_probabilities(model, variables, frames: np.ndarray, batch_size: in
     from adafocus_jax import inference
     fn = jax.jit(inference.predict_fn(model))
     out = []
-    for start in range(0, len(frames), batch_size):
-        chunk = frames[start:start + batch_size]
-        n = len(chunk)
-        if n < batch_size:
-            chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - n, 0)])
+    for chunk, n in padded_batches(frames, batch_size):
         out.append(np.asarray(jax.nn.softmax(fn(variables, chunk)["step_logits"], -1))[:n])
     return np.concatenate(out)
 

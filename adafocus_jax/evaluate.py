@@ -31,10 +31,11 @@ import numpy as np
 from adafocus_jax import crop as crop_lib
 from adafocus_jax import data as data_lib
 from adafocus_jax import metrics as metrics_lib
-from adafocus_jax import parallel
-from adafocus_jax.data.transforms import normalize_jnp
+from adafocus_jax import json_io, parallel
+from adafocus_jax.data.transforms import normalize_batch_frames
+from adafocus_jax.patch_modes import patch_modes
 
-EVAL_PATCH_MODES = ("policy", "random", "random_grid", "center", "oracle", "glancer", "focuser")
+EVAL_PATCH_MODES = patch_modes("eval")   # see adafocus_jax.patch_modes
 
 # (id(model), patch_mode, with_scores, mesh) → (model, jitted step); keeps compiled steps across the
 # periodic evaluations of a run.
@@ -63,8 +64,7 @@ def make_eval_step(model, patch_mode: str, seed: int, with_scores: bool):
 
     def step(variables, batch, batch_index):
         target_hit = jnp.zeros((), jnp.float32)
-        glance = normalize_jnp(batch["glance"])
-        focus = normalize_jnp(batch["focus"]) if "focus" in batch else None
+        glance, focus = normalize_batch_frames(batch)
         labels = batch["label"]
         mask = batch["mask"].astype(jnp.float32)
         if glance.ndim not in (5, 6):
@@ -343,9 +343,8 @@ def evaluate_split(config, workdir: str, *, checkpoint: str = "", split: str = "
     source_path = checkpoint or workdir
     variables = inference.load_checkpoint(config, source_path, model)
     source = data_lib.create_source(config.data, split)
-    unit = math.lcm(int(mesh.devices.size), jax.process_count())
-    size = batch_size or int(config.train.get("eval_batch_size", 0)) or 32
-    size = max(unit, size // unit * unit)
+    size = parallel.round_batch_size(
+        batch_size or int(config.train.get("eval_batch_size", 0)) or 32, mesh)
     result = evaluate_model(config, model, variables, source, patch_mode=patch_mode,
                             batch_size=size, mesh=mesh, details=True, progress=progress)
     views = num_views(config)
@@ -353,10 +352,9 @@ def evaluate_split(config, workdir: str, *, checkpoint: str = "", split: str = "
                   checkpoint=os.path.abspath(source_path), batch_size=size,
                   gflops_per_video=gflops_per_video(config, model, patch_mode),
                   metric=str(config.eval.metric), dataset=str(config.dataset))
-    from adafocus_jax.train import _write_json  # noqa: SLF001 - the one strict-JSON writer
     os.makedirs(workdir, exist_ok=True)
     path = eval_path(workdir, split)
-    _write_json(path, result)
+    json_io.write_json(path, result, strict=True, sort_keys=True)
     if jax.process_index() == 0:
         logging.info("eval %s: top-1 %.2f%%, top-5 %.2f%%, mAP %s, %d videos, %.4f GFLOPs/video, "
                      "%.1f s (%.1f videos/s); written to %s", split, result["top1"],

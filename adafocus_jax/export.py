@@ -22,7 +22,7 @@ TPU); `meta["platforms"]` lists those it was lowered for.
 import io
 import json
 import zipfile
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import jax
 import numpy as np

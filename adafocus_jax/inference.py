@@ -42,16 +42,16 @@ def _last_stage_dir(config, run_dir: str) -> str | None:
 
 
 def _read(config, path: str) -> dict:
-    from adafocus_jax import train  # imports orbax/optax: only when a checkpoint is read
+    from adafocus_jax import handoff  # imports orbax/optax: only when a checkpoint is read
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
     if os.path.isdir(path) and not _is_stage_dir(path):
         stage_dir = _last_stage_dir(config, path)
         if stage_dir is not None:
-            return train.handoff_variables(config, stage_dir)
+            return handoff.handoff_variables(config, stage_dir)
     try:
         # A stage directory (its handed-on variables), a converted directory or a .pth file.
-        return train._load_init_from(path, config)  # noqa: SLF001 - the one reader of all kinds
+        return handoff.load_init_from(path, config)  # the one reader of all kinds
     except FileNotFoundError as e:
         raise FileNotFoundError(f"checkpoint {path!r}: {e}") from None
 

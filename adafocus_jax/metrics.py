@@ -1,10 +1,11 @@
 """Evaluation and training metrics: top-k accuracy, cross-entropy and the official mAP.
 
-* `topk_correct` / `cross_entropy` are per-example `jax.numpy` functions used inside jitted steps.
+* `topk_correct` / `cross_entropy` are per-example `jax.numpy` functions used inside jitted steps;
+  `masked_mean` is the one mean that leaves out padding rows and skipped videos (`mask` False).
 * `mean_average_precision` is the official `cal_map` (reference spec §8) in NumPy, computed once on the
   host over the whole validation set, correct also when some classes have no positive there.
 
-Training metrics are averaged over a logging window by `adafocus_jax.train.summarize_metrics`.
+Training metrics are averaged over a logging window by `adafocus_jax.train.loop.summarize_metrics`.
 """
 
 from typing import NamedTuple
@@ -12,6 +13,25 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+def expand_mask(mask: jax.Array, like: jax.Array) -> jax.Array:
+    """A per-video mask `[B]` → `[B, 1, ...]` so it broadcasts against `like` (`[B, S, ...]`)."""
+    mask = jnp.asarray(mask)
+    return mask.reshape(mask.shape + (1,) * (like.ndim - mask.ndim))
+
+
+def masked_mean(x: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """sum(x * mask) / max(sum(mask), 1) in float32, or mean(x) when `mask` is None.
+
+    `x` is `[B, ...]`; `mask` (bool or float) is `[B]` (per video, broadcast over the trailing axes)
+    or the shape of `x`.
+    """
+    if mask is None:
+        return jnp.mean(x)
+    x = x.astype(jnp.float32)
+    w = jnp.broadcast_to(expand_mask(mask, x), x.shape).astype(jnp.float32)
+    return jnp.sum(x * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:

@@ -21,6 +21,7 @@ loader) and assemble global arrays with `jax.make_array_from_process_local_data`
 """
 
 import collections
+import math
 from typing import Any, Iterable, Iterator, Mapping
 
 import jax
@@ -62,6 +63,13 @@ def check_batch_size(global_batch_size: int, mesh: jax.sharding.Mesh, what: str)
     if global_batch_size % jax.process_count():
         raise ValueError(f"{what}: global batch size {global_batch_size} is not divisible by the "
                          f"{jax.process_count()} processes")
+
+
+def round_batch_size(batch_size: int, mesh: jax.sharding.Mesh) -> int:
+    """`batch_size` rounded down to a multiple of the device and process counts (at least one
+    such multiple): the size of evaluation batches, which may be chosen freely."""
+    unit = math.lcm(int(mesh.devices.size), jax.process_count())
+    return max(unit, int(batch_size) // unit * unit)
 
 
 def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:

@@ -1,4 +1,8 @@
-"""Reinforcement-learning maths for the AdaFocus policy (stage 2): returns, distributions, losses.
+"""The policy maths of AdaFocus (stage 2 and inference): actions, distributions, returns, losses.
+
+The one home of action sampling and scoring: `sample_actions` (training), `deterministic_actions`
+(inference), `log_prob_and_entropy` (the PPO loss), used by `models.adafocus`, `train` and
+`early_exit`.
 
 Everything here is a pure `jax.numpy` function of arrays shaped `[B, S]` (B videos, S policy steps:
 S = 1 for Sth-Sth, one patch per video; S = T for the ActivityNet family, one patch per frame), so it
@@ -19,6 +23,8 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from adafocus_jax.metrics import expand_mask, masked_mean
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -65,26 +71,12 @@ def normalize_returns_masked(returns: jax.Array, mask: jax.Array, eps: float = 1
     Returns:
       `[B, S]` normalised returns.
     """
-    weights = jnp.broadcast_to(_expand_mask(mask, returns), returns.shape).astype(returns.dtype)
+    weights = jnp.broadcast_to(expand_mask(mask, returns), returns.shape).astype(returns.dtype)
     n = jnp.sum(weights)
     mean = jnp.sum(returns * weights) / jnp.maximum(n, 1.0)
     centred = (returns - mean) * weights
     var = jnp.sum(centred * centred) / jnp.maximum(n - 1.0, 1.0)
     return centred / (jnp.sqrt(var) + eps)
-
-
-def _expand_mask(mask: jax.Array, like: jax.Array) -> jax.Array:
-    """`[B]` → `[B, 1, ...]` so it broadcasts against `like` (`[B, S]`)."""
-    mask = jnp.asarray(mask)
-    return mask.reshape(mask.shape + (1,) * (like.ndim - mask.ndim))
-
-
-def _weighted_mean(x: jax.Array, weights: jax.Array | None) -> jax.Array:
-    """mean(x) or sum(x * w) / sum(w) (weights broadcast to `x`)."""
-    if weights is None:
-        return jnp.mean(x)
-    w = jnp.broadcast_to(_expand_mask(weights, x), x.shape).astype(x.dtype)
-    return jnp.sum(x * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -154,6 +146,35 @@ def gaussian_entropy(std: float, action_dim: int, shape: tuple[int, ...]) -> jax
 
 
 # --------------------------------------------------------------------------------------------------
+# Either policy kind ("gaussian" | "categorical", `config.model.policy.kind`).
+
+
+def sample_actions(kind: str, dist_params: jax.Array, rng: jax.Array,
+                   action_std: float) -> jax.Array:
+    """Training actions: a Gaussian sample clamped to [0, 1] (per-axis std `action_std`) `[B, S, 2]`,
+    or a categorical sample int32 `[B, S]`; `dist_params` `[B, S, 2]` means or `[B, S, A]` logits."""
+    if kind == "gaussian":
+        return gaussian_sample_clipped(rng, dist_params, float(action_std))
+    return categorical_sample(rng, dist_params)
+
+
+def deterministic_actions(kind: str, dist_params: jax.Array) -> jax.Array:
+    """Inference actions: the Gaussian mean `[B, S, 2]`, or the first argmax int32 `[B, S]`."""
+    return dist_params if kind == "gaussian" else categorical_mode(dist_params)
+
+
+def log_prob_and_entropy(kind: str, dist_params: jax.Array, actions: jax.Array,
+                         action_std: float) -> tuple[jax.Array, jax.Array]:
+    """(log pi(a) `[B, S]`, entropy `[B, S]`) of `actions` under `dist_params` (shapes as in
+    `sample_actions`)."""
+    if kind == "gaussian":
+        std = float(action_std)
+        return (gaussian_log_prob(dist_params, std, actions),
+                gaussian_entropy(std, dist_params.shape[-1], dist_params.shape[:2]))
+    return categorical_log_prob(dist_params, actions), categorical_entropy(dist_params)
+
+
+# --------------------------------------------------------------------------------------------------
 # Losses.
 
 
@@ -189,7 +210,7 @@ def ppo_loss(log_probs: jax.Array, old_log_probs: jax.Array, values: jax.Array,
     Returns:
       `PolicyLossTerms`; `total` is the scalar to minimise.
     """
-    mean = lambda x: _weighted_mean(x, weights)  # noqa: E731
+    mean = lambda x: masked_mean(x, weights)  # noqa: E731
     old_log_probs = jax.lax.stop_gradient(old_log_probs)
     norm_returns = jax.lax.stop_gradient(norm_returns)
     advantages = norm_returns - jax.lax.stop_gradient(values)
@@ -219,7 +240,7 @@ def reinforce_loss(log_probs: jax.Array, values: jax.Array, norm_returns: jax.Ar
     the value of the policy term differs (it is log pi * A, not ratio * A).
     Shapes (and `weights`) as in `ppo_loss`.
     """
-    mean = lambda x: _weighted_mean(x, weights)  # noqa: E731
+    mean = lambda x: masked_mean(x, weights)  # noqa: E731
     norm_returns = jax.lax.stop_gradient(norm_returns)
     advantages = norm_returns - jax.lax.stop_gradient(values)
     policy_term = -mean(log_probs * advantages)

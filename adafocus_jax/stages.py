@@ -14,8 +14,9 @@ A *stage recipe* says, for one training stage:
 
 The training code never branches on a stage number: it only reads these fields.
 
-`add_training_config(config)` adds the official recipes and hyper-parameters of `config.dataset` plus
-every other key training needs (seed, stage list, checkpointing, evaluation). Values that depend on
+`add_training_config(config)` adds the official recipes of `config.dataset` (the tables of
+`adafocus_jax.recipes`, or the ones a config passes) plus every other key training needs (seed, stage
+list, checkpointing, evaluation). Values that depend on
 command-line overrides (the Sth-Sth learning-rate bug switch, batch-size / step overrides) are
 applied later by `resolve_recipe`, so `--config.xxx=...` always takes effect.
 
@@ -38,12 +39,12 @@ import ml_collections
 import optax
 from flax import traverse_util
 
+from adafocus_jax import recipes
+from adafocus_jax.families import ACTNET_FAMILY, RECIPE_DATASETS, STHSTH
+from adafocus_jax.patch_modes import patch_modes
+
 MODULES = ("glancer", "focuser", "policy", "classifier")
 LOSSES = ("ce", "step_ce", "ppo", "glancer_ce", "focuser_ce", "v2")
-# "target": random patches that hold the whole target box (data that knows it: synthetic only).
-PATCH_MODES = ("random", "random_grid", "sample", "policy", "center", "target", "none")
-STHSTH = ("sthv1", "sthv2")
-ACTNET_FAMILY = ("actnet", "fcvid", "minik", "synthetic")
 INIT_FROM = "init_from"
 
 # The parameter path of the ResNet stem conv: the only tensor the released Sth-Sth stage 1 trains.
@@ -54,11 +55,12 @@ RELEASED_BUG_STAGE1_PATTERN = r"^focuser/conv1/"
 # Config construction.
 
 
-def _recipe(*, loss: str, patch_mode: str, modes: Mapping[str, bool], lr: Mapping[str, float],
+def recipe(*, loss: str, patch_mode: str, modes: Mapping[str, bool], lr: Mapping[str, float],
             optimizer: str = "sgd", lr_schedule: str = "cosine", num_epochs: int,
             batch_size: int, eval_every_epochs: int, eval_patch_mode: str, restore: str,
             extra_epoch: bool = True) -> ml_collections.ConfigDict:
-    """One stage recipe with every field present (so command-line overrides can reach them)."""
+    """One stage recipe with every field present (so command-line overrides can reach them); the
+    official values of the arguments are the rows of `adafocus_jax.recipes`."""
     r = ml_collections.ConfigDict()
     r.loss = loss
     r.patch_mode = patch_mode
@@ -86,89 +88,30 @@ def _recipe(*, loss: str, patch_mode: str, modes: Mapping[str, bool], lr: Mappin
     return r
 
 
-# The recipes' stage order (ml_collections sorts the keys of `config.stages`, so the order lives in
-# `config.stage_order`).
-STHSTH_STAGE_ORDER = ("stage1", "stage2", "stage3")
-ACTNET_STAGE_ORDER = ("stage0_glancer", "stage0_focuser", "stage1", "stage2", "stage3")
-# Datasets whose official scripts hand each stage's best-validated checkpoint to the next (§4.3).
-HANDOFF_BEST_DATASETS = ("actnet", "fcvid", "minik")
+# The official ActivityNet-family scripts hand each stage's best-validated checkpoint to the next
+# (§4.3).
+HANDOFF_BEST_DATASETS = ACTNET_FAMILY
 
 
-def _sthsth_stages() -> ml_collections.ConfigDict:
-    """Sth-Sth V1/V2 (stage1/2/3.yaml + train_stage*.sh, spec §4.2), intended learning rates."""
+def family_stages(table: Mapping[str, Mapping]) -> ml_collections.ConfigDict:
+    """`config.stages` from a table of `adafocus_jax.recipes` (`{stage: recipe arguments}`).
+
+    ml_collections sorts the keys of `config.stages`, so the run's order is kept apart in
+    `config.stage_order` (the table's order)."""
     s = ml_collections.ConfigDict()
-    s.stage1 = _recipe(
-        loss="ce", patch_mode="random",
-        modes=dict(focuser=True, classifier=True),          # classifier dropout 0.5 on
-        lr=dict(focuser=1e-5, classifier=0.01), num_epochs=10, batch_size=64,
-        eval_every_epochs=1, eval_patch_mode="random",      # official stage-1 val: random patches
-        restore=f"glancer={INIT_FROM},focuser={INIT_FROM}")
-    s.stage2 = _recipe(
-        loss="ppo", patch_mode="sample",
-        modes=dict(policy=True),                            # policy BN on batch statistics
-        lr=dict(policy=3e-4), optimizer="adam", lr_schedule="constant", num_epochs=50,
-        batch_size=64, eval_every_epochs=1, eval_patch_mode="policy",
-        restore="glancer=stage1,focuser=stage1,classifier=stage1")
-    s.stage3 = _recipe(
-        # Official stage 3 has the classifier in train mode but dropout 0: the same as eval mode.
-        loss="ce", patch_mode="policy", modes=dict(),
-        lr=dict(classifier=5e-4), num_epochs=10, batch_size=32,
-        eval_every_epochs=1, eval_patch_mode="policy",
-        restore="glancer=stage2,focuser=stage2,classifier=stage2,policy=stage2")
+    for name, row in table.items():
+        s[name] = recipe(**row)
     return s
 
 
-def _actnet_stages() -> ml_collections.ConfigDict:
-    """ActivityNet / FCVID / Mini-Kinetics (main_dist.py + README commands, spec §4.3)."""
-    s = ml_collections.ConfigDict()
-    s.stage0_glancer = _recipe(
-        loss="glancer_ce", patch_mode="none", modes=dict(glancer=True),
-        lr=dict(glancer=0.01), num_epochs=15, batch_size=64, eval_every_epochs=5,
-        eval_patch_mode="glancer", restore=f"glancer={INIT_FROM}")
-    s.stage0_focuser = _recipe(
-        loss="focuser_ce", patch_mode="none", modes=dict(focuser=True),
-        lr=dict(focuser=0.01), num_epochs=15, batch_size=64, eval_every_epochs=5,
-        eval_patch_mode="focuser", restore=f"focuser={INIT_FROM}")
-    s.stage1 = _recipe(
-        loss="step_ce", patch_mode="random",
-        modes=dict(focuser=True, classifier=True),          # GRU-output dropout 0.8 on
-        lr=dict(focuser=5e-4, classifier=0.05), num_epochs=50, batch_size=64,
-        eval_every_epochs=5, eval_patch_mode="random",
-        restore="glancer=stage0_glancer,focuser=stage0_focuser")
-    s.stage2 = _recipe(
-        loss="ppo", patch_mode="sample", modes=dict(policy=True),
-        lr=dict(policy=3e-4), optimizer="adam", lr_schedule="constant", num_epochs=50,
-        batch_size=64, eval_every_epochs=5, eval_patch_mode="policy",
-        restore="glancer=stage1,focuser=stage1,classifier=stage1")
-    s.stage3 = _recipe(
-        # Only the GRU classifier trains (the official code; the paper says f_L too, §11.10).
-        loss="step_ce", patch_mode="policy", modes=dict(classifier=True),
-        lr=dict(classifier=5e-3), num_epochs=10, batch_size=64,
-        eval_every_epochs=5, eval_patch_mode="policy",
-        restore="glancer=stage2,focuser=stage2,classifier=stage2,policy=stage2")
-    return s
-
-
-# AdaFocusV2 (adafocus_family.md §1.2; official train.sh / README commands): base lr and the
-# per-module multipliers (policy `stn_lr_ratio`, glancer `global_lr_ratio` (its own head too),
-# focuser 1 (with its heads), classifier `classifier_lr_ratio`), SGD momentum 0.9, cosine.
-V2_HYPER = {
-    "actnet": dict(lr=0.002, batch_size=32, weight_decay=1e-4, extra_epoch=True, clip=0.0,
-                   mult=dict(policy=0.1, glancer=0.5, focuser=1.0, classifier=5.0)),
-    "sthsth": dict(lr=0.01, batch_size=32, weight_decay=5e-4, extra_epoch=False, clip=20.0,
-                   mult=dict(policy=0.01, glancer=0.5, focuser=1.0, classifier=1.0)),
-}
-V2_HYPER["fcvid"] = V2_HYPER["actnet"]
-V2_HYPER["synthetic"] = V2_HYPER["actnet"]
-V2_HYPER["minik"] = dict(V2_HYPER["actnet"], lr=0.003, batch_size=48)
-
-
-def v2_stages(dataset: str) -> ml_collections.ConfigDict:
+def v2_stages(dataset: str, hyper: Mapping | None = None) -> ml_collections.ConfigDict:
     """The one AdaFocusV2 stage ("v2") of `dataset`: loss "v2" (policy + random patches, every
-    network in train mode), 50 epochs, lr = base × per-module multiplier (`V2_HYPER`)."""
-    hyper = V2_HYPER["sthsth" if dataset in STHSTH else dataset]
+    network in train mode), 50 epochs, lr = base × per-module multiplier; `hyper` is a row of
+    `recipes.V2_HYPER` (default: the one of `dataset`)."""
+    if hyper is None:
+        hyper = recipes.V2_HYPER["sthsth" if dataset in STHSTH else dataset]
     s = ml_collections.ConfigDict()
-    s.v2 = _recipe(
+    s.v2 = recipe(
         loss="v2", patch_mode="policy", modes={m: True for m in MODULES},
         lr={m: hyper["lr"] * mult for m, mult in hyper["mult"].items()},
         num_epochs=50, batch_size=hyper["batch_size"], eval_every_epochs=1,
@@ -179,27 +122,35 @@ def v2_stages(dataset: str) -> ml_collections.ConfigDict:
     return s
 
 
-def add_training_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Adds the official training recipe of `config.dataset` and every key training reads.
+def add_training_config(config: ml_collections.ConfigDict, *,
+                        stage_table: Mapping[str, Mapping] | None = None,
+                        v2_hyper: Mapping | None = None) -> ml_collections.ConfigDict:
+    """Adds the training recipe of `config.dataset` and every key training reads.
 
     Args:
       config: a config with `dataset`, `model` and `data` already set.
+      stage_table: the V1 stages, a table like `recipes.STHSTH_STAGES` (default: the official one
+        of the dataset's family); its order is the run's stage order.
+      v2_hyper: with `config.model.version = "v2"`, a row like `recipes.V2_HYPER["actnet"]`
+        (default: the official one of the dataset).
 
     Returns:
       The same config (modified in place).
     """
     dataset = config.dataset
-    if dataset not in STHSTH + ACTNET_FAMILY:
+    if dataset not in RECIPE_DATASETS:
         raise ValueError(f"config.dataset={dataset!r}: no training recipe; expected one of "
-                         f"{STHSTH + ACTNET_FAMILY}")
+                         f"{RECIPE_DATASETS}")
     sth = dataset in STHSTH
     config.seed = 1007                        # the official seed
     if config.model.get("version", "v1") == "v2":
-        config.stages = v2_stages(dataset)       # one end-to-end stage (AdaFocusV2)
+        config.stages = v2_stages(dataset, v2_hyper)       # one end-to-end stage (AdaFocusV2)
         order = ("v2",)
     else:
-        config.stages = _sthsth_stages() if sth else _actnet_stages()
-        order = STHSTH_STAGE_ORDER if sth else ACTNET_STAGE_ORDER
+        if stage_table is None:
+            stage_table = recipes.STHSTH_STAGES if sth else recipes.ACTNET_STAGES
+        config.stages = family_stages(stage_table)
+        order = tuple(stage_table)
     # The recipe's stage order, comma-separated: every key of config.stages exactly once. A config
     # that adds a stage adds it here too. (Stage seeds depend on the stage's name only.)
     config.stage_order = ",".join(order)
@@ -397,11 +348,10 @@ def resolve_recipe(config: ml_collections.ConfigDict, name: str) -> StageRecipe:
             trainable_pattern = RELEASED_BUG_STAGE1_PATTERN
         elif name == "stage3":
             lr = {m: 0.0 for m in MODULES}   # backbone_lr 0 and an empty group 1: nothing trains
-    for field, allowed in (("loss", LOSSES), ("patch_mode", PATCH_MODES),
+    for field, allowed in (("loss", LOSSES), ("patch_mode", patch_modes("recipe")),
                            ("optimizer", ("sgd", "adam")),
                            ("lr_schedule", ("cosine", "step", "constant")),
-                           ("eval_patch_mode", ("random", "random_grid", "policy", "center",
-                                                "glancer", "focuser"))):
+                           ("eval_patch_mode", patch_modes("stage_eval"))):
         if r[field] not in allowed:
             raise ValueError(f"{where}.{field}={r[field]!r}: expected one of {allowed}")
     if r.ppo.algorithm not in ("ppo", "reinforce"):

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from adafocus_jax import metrics as metrics_lib
-from adafocus_jax.data.transforms import normalize_jnp
+from adafocus_jax.data.transforms import normalize_batch_frames
 from adafocus_jax.models import Modes
 
 
@@ -85,14 +85,12 @@ def v2_loss(model, recipe, variables: Mapping, batch: Mapping[str, jax.Array], r
     if not hasattr(model, "train_outputs"):
         raise ValueError(f"stage {recipe.name}: loss 'v2' needs config.model.version = 'v2' "
                          "(an AdaFocusV2 model)")
-    glance = normalize_jnp(batch["glance"])
-    focus = normalize_jnp(batch["focus"]) if "focus" in batch else None
+    glance, focus = normalize_batch_frames(batch)
     labels, mask = batch["label"], batch["mask"]
     dropout, patches = jax.random.split(rng)
     outputs, updates = model.apply(variables, glance, focus, Modes(**recipe.modes),
                                    method="train_outputs", mutable=["batch_stats"],
                                    rngs={"dropout": dropout, "patches": patches})
     terms = v2_loss_terms(outputs, labels, model.config.classifier.kind == "frame_exit")
-    w = mask.astype(jnp.float32)
-    loss = jnp.sum(terms["total"] * w) / jnp.maximum(jnp.sum(w), 1.0)
+    loss = metrics_lib.masked_mean(terms["total"], mask)
     return loss, (updates["batch_stats"], outputs["logits"][:labels.shape[0]])

@@ -6,8 +6,15 @@
     python main.py --config=configs/fcvid.py:mode=v2 --workdir=DIR   # AdaFocusV2, one stage
 """
 
-from adafocus_jax import config_lib
+from adafocus_jax import config_lib, recipes
+
+# The recipe this config runs, as data: tables of adafocus_jax/recipes.py (losses, patches, trained
+# modules and their learning rates, epochs, batch sizes, restores), passed to build_config below.
+STAGES = recipes.ACTNET_STAGES   # stage0_glancer, stage0_focuser, stage1, stage2, stage3
+V2 = recipes.V2_HYPER["fcvid"]   # mode=v2: AdaFocusV2's one end-to-end stage
+PATCH_SIZES = recipes.PATCH_SIZES["fcvid"]   # official patch sizes (the first is the default)
 
 
 def get_config(arg=None):
-    return config_lib.build_config("fcvid", arg, allowed_patches=(128, 96, 160, 192))
+    return config_lib.build_config("fcvid", arg, allowed_patches=PATCH_SIZES,
+                                   stages_table=STAGES, v2_hyper=V2)

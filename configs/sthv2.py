@@ -9,8 +9,15 @@ among a 5 x 5 grid of patch positions per video.
     python main.py --config=configs/sthv2.py:mode=v2 --workdir=DIR   # AdaFocusV2, one stage
 """
 
-from adafocus_jax import config_lib
+from adafocus_jax import config_lib, recipes
+
+# The recipe this config runs, as data: tables of adafocus_jax/recipes.py (losses, patches, trained
+# modules and their learning rates, epochs, batch sizes, restores), passed to build_config below.
+STAGES = recipes.STHSTH_STAGES   # stage1, stage2, stage3
+V2 = recipes.V2_HYPER["sthsth"]   # mode=v2: AdaFocusV2's one end-to-end stage
+PATCH_SIZES = recipes.PATCH_SIZES["sthv2"]   # official patch sizes (the first is the default)
 
 
 def get_config(arg=None):
-    return config_lib.build_config("sthv2", arg, allowed_patches=(144, 160, 176))
+    return config_lib.build_config("sthv2", arg, allowed_patches=PATCH_SIZES,
+                                   stages_table=STAGES, v2_hyper=V2)

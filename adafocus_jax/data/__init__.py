@@ -26,6 +26,7 @@ import ml_collections
 
 from adafocus_jax.data import transforms
 from adafocus_jax.data.errors import DataError
+from adafocus_jax.families import NUM_CLASSES, STHSTH
 from adafocus_jax.data.loader import Loader, make_loader
 
 FORMATS = ("frames", "webm", "tfds", "synthetic", "random")
@@ -40,12 +41,12 @@ _SOURCE_MODULES = {
 
 # Per-dataset facts of the official code (adafocus_v1.md §7.1, data_formats.md §2).
 _DATASETS = {
-    #          classes  list sep  frame template        separate focus frames  flip   short video
-    "sthv1": (174, "space", "{:05d}.jpg", True, False, "first_frame"),
-    "sthv2": (174, "space", "{:06d}.jpg", True, False, "first_frame"),
-    "actnet": (200, "comma", "image_{:05d}.jpg", False, True, "repeat_last"),
-    "fcvid": (239, "comma", "image_{:05d}.jpg", False, True, "repeat_last"),
-    "minik": (200, "space_path", "image_{:05d}.jpg", False, True, "repeat_last"),
+    #          list sep      frame template      separate focus frames  flip   short video
+    "sthv1": ("space", "{:05d}.jpg", True, False, "first_frame"),
+    "sthv2": ("space", "{:06d}.jpg", True, False, "first_frame"),
+    "actnet": ("comma", "image_{:05d}.jpg", False, True, "repeat_last"),
+    "fcvid": ("comma", "image_{:05d}.jpg", False, True, "repeat_last"),
+    "minik": ("space_path", "image_{:05d}.jpg", False, True, "repeat_last"),
 }
 _LIST_FILES = {
     "sthv1": ("train_videofolder.txt", "val_videofolder.txt", "category.txt"),
@@ -63,9 +64,9 @@ def default_data_config(dataset: str) -> ml_collections.ConfigDict:
     """
     if dataset not in _DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(_DATASETS)}")
-    classes, separator, template, separate_focus, flip, short_video = _DATASETS[dataset]
+    separator, template, separate_focus, flip, short_video = _DATASETS[dataset]
     train_list, val_list, categories = _LIST_FILES[dataset]
-    sth = dataset in ("sthv1", "sthv2")
+    sth = dataset in STHSTH
     c = ml_collections.ConfigDict()
     c.dataset = dataset
     c.format = "frames"                  # frames | webm | tfds | synthetic | random
@@ -78,7 +79,7 @@ def default_data_config(dataset: str) -> ml_collections.ConfigDict:
     c.list_separator = separator         # space | comma | space_path (path may hold spaces)
     c.frame_template = template          # 1-based frame index
     c.min_frames = 3                     # list rows with fewer frames are dropped (official)
-    c.num_classes = classes
+    c.num_classes = NUM_CLASSES[dataset]
     c.max_labels = 3                     # labels padded with -1 to this length
     c.shuffle_labels = not sth           # ANet/FCVID/Mini-K permute multi-labels in train
     c.num_glance_frames = 8 if sth else 16

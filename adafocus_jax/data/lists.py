@@ -70,6 +70,23 @@ class ListSummary:
                 f"{self.bad} malformed")
 
 
+def _add_bad(records: list[VideoRecord], summary: ListSummary, name: str, origin: str,
+             error: str) -> None:
+    """Counts a malformed row and keeps it as a poisoned record (`VideoRecord.error`)."""
+    summary.bad += 1
+    records.append(VideoRecord(name, 0, (), origin, error=error))
+
+
+def _add(records: list[VideoRecord], summary: ListSummary, record: VideoRecord,
+         min_frames: int = 0) -> None:
+    """Keeps a good row, or counts it as dropped when it has fewer than `min_frames` frames."""
+    if record.num_frames < min_frames:
+        summary.short += 1
+        return
+    summary.kept += 1
+    records.append(record)
+
+
 def _split_row(line: str, separator: str) -> tuple[str, str, list[str]]:
     """(path, num_frames text, label texts) of one stripped, non-empty row; ValueError if short."""
     if separator == "comma":
@@ -165,14 +182,9 @@ def read_list_file(path: str, separator: str, *, num_classes: int, max_labels: i
             video, num_frames, labels = parse_row(line, separator, num_classes=num_classes,
                                                   max_labels=max_labels)
         except ValueError as e:
-            summary.bad += 1
-            records.append(VideoRecord(line, 0, (), origin, error=f"malformed row: {e}"))
+            _add_bad(records, summary, line, origin, f"malformed row: {e}")
             continue
-        if num_frames < min_frames:
-            summary.short += 1
-            continue
-        summary.kept += 1
-        records.append(VideoRecord(video, num_frames, labels, origin))
+        _add(records, summary, VideoRecord(video, num_frames, labels, origin), min_frames)
     return _finish(records, summary, path, on_error)
 
 
@@ -306,11 +318,9 @@ def read_ssv2_split(path: str, classes: dict[str, int] | None, *, num_classes: i
                     raise ValueError(f"template {name!r} is not in labels.json")
                 labels = check_labels([classes[name]], num_classes=num_classes, max_labels=1)
         except ValueError as e:
-            summary.bad += 1
-            records.append(VideoRecord(str(entry)[:80], 0, (), origin, error=f"bad entry: {e}"))
+            _add_bad(records, summary, str(entry)[:80], origin, f"bad entry: {e}")
             continue
-        summary.kept += 1
-        records.append(VideoRecord(video_id, 0, labels, origin))
+        _add(records, summary, VideoRecord(video_id, 0, labels, origin))
     return _finish(records, summary, path, on_error)
 
 
@@ -381,12 +391,7 @@ def activitynet_records(json_path: str, split: str, *, class_names: Sequence[str
             if num_frames is None:
                 raise ValueError("missing video directory (frames not extracted)")
         except ValueError as e:
-            summary.bad += 1
-            records.append(VideoRecord(video_id, 0, (), origin, error=str(e)))
+            _add_bad(records, summary, video_id, origin, str(e))
             continue
-        if num_frames < min_frames:
-            summary.short += 1
-            continue
-        summary.kept += 1
-        records.append(VideoRecord(video_id, num_frames, labels, origin))
+        _add(records, summary, VideoRecord(video_id, num_frames, labels, origin), min_frames)
     return _finish(records, summary, f"{json_path} ({subset})", on_error)

@@ -60,6 +60,7 @@ from adafocus_jax.data import frames as frames_lib
 from adafocus_jax.data import transforms
 from adafocus_jax.data.decode import decode_jpeg
 from adafocus_jax.data.errors import DataError
+from adafocus_jax.families import NUM_CLASSES
 
 import tensorflow_datasets as tfds
 
@@ -271,13 +272,8 @@ def _make_builder(dataset: str, num_classes: int) -> type:
         "__doc__": f"AdaFocus {dataset} videos as per-frame JPEG records (array_record)."})
 
 
-def _dataset_classes() -> dict[str, int]:
-    from adafocus_jax import data as data_lib  # the per-dataset table lives there
-    return {name: row[0] for name, row in data_lib._DATASETS.items()}  # pylint: disable=protected-access
-
-
 BUILDERS: dict[str, type] = {name: _make_builder(name, classes)
-                             for name, classes in _dataset_classes().items()}
+                             for name, classes in NUM_CLASSES.items()}
 # Module attributes, so TFDS (and pickling) can find them by name.
 globals().update({cls.__name__: cls for cls in BUILDERS.values()})
 

@@ -284,3 +284,11 @@ def normalize_jnp(frames):
     import jax.numpy as jnp  # Imported here so host-side data workers never load JAX.
     x = jnp.asarray(frames, jnp.float32) / 255.0
     return (x - jnp.asarray(IMAGENET_MEAN, jnp.float32)) / jnp.asarray(IMAGENET_STD, jnp.float32)
+
+
+def normalize_batch_frames(batch):
+    """A batch's uint8 frames → normalised float32 (`glance` `[B, T_G, S, S, 3]`, `focus`
+    `[B, T_L, S, S, 3]` or None when the batch has one frame list), inside jitted steps."""
+    glance = normalize_jnp(batch["glance"])
+    focus = normalize_jnp(batch["focus"]) if "focus" in batch else None
+    return glance, focus

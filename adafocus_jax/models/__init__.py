@@ -10,16 +10,17 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from adafocus_jax.models.adafocus import (AdaFocus, AdaFocusOutput, Modes, PATCH_MODES,
-                                          deterministic_actions, sample_actions)
+from adafocus_jax.families import NUM_CLASSES, STHSTH
+from adafocus_jax.recipes import PATCH_SIZES
+from adafocus_jax.models.adafocus import AdaFocus, AdaFocusOutput, Modes
 from adafocus_jax.models.v2 import AdaFocusV2, coarse_to_fine_order
+from adafocus_jax.rl import deterministic_actions, sample_actions
 
-# Dataset family → what differs between the two official code paths (adafocus_v1.md §1).
-NUM_CLASSES = {"sthv1": 174, "sthv2": 174, "actnet": 200, "fcvid": 239, "minik": 200}
-STHSTH = ("sthv1", "sthv2")
-ACTNET_FAMILY = ("actnet", "fcvid", "minik")
+# What differs between the two official code paths (adafocus_v1.md §1) follows the dataset's
+# family (`adafocus_jax.families`).
 MODEL_DTYPES = ("float32", "bfloat16")  # the precision policy: see adafocus_jax.models.adafocus
-DEFAULT_PATCH = {"sthv1": 144, "sthv2": 144, "actnet": 128, "fcvid": 128, "minik": 128}
+# The default patch size of each dataset: the first of its official sizes.
+DEFAULT_PATCH = {dataset: sizes[0] for dataset, sizes in PATCH_SIZES.items()}
 
 
 def default_model_config(dataset: str, patch_size: int | None = None) -> ml_collections.ConfigDict:
@@ -173,7 +174,7 @@ def init_variables(model: AdaFocus, rng: jax.Array, batch_size: int = 1):
     return dict(init(rng))
 
 
-__all__ = ["AdaFocus", "AdaFocusV2", "AdaFocusOutput", "Modes", "PATCH_MODES", "create_model",
+__all__ = ["AdaFocus", "AdaFocusV2", "AdaFocusOutput", "Modes", "create_model",
            "v2_model_config", "to_v2_model_config", "coarse_to_fine_order",
            "default_model_config", "tiny_model_config", "init_variables", "dummy_inputs",
            "deterministic_actions", "sample_actions", "validate_model_config"]

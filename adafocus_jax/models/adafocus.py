@@ -32,12 +32,13 @@ import ml_collections
 
 from adafocus_jax import crop as crop_lib
 from adafocus_jax import rl
+from adafocus_jax.patch_modes import patch_modes
 from adafocus_jax.models.classifiers import LogitSumClassifier, RecurrentClassifier
 from adafocus_jax.models.mobilenet_v2 import MobileNetV2
 from adafocus_jax.models.policy import ActorCritic
 from adafocus_jax.models.resnet import ResNet
 
-PATCH_MODES = ("policy", "sample", "random", "random_grid", "center", "given")
+PATCH_MODES = patch_modes("model")   # see adafocus_jax.patch_modes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,18 +81,16 @@ class AdaFocusOutput:
     local_features: jax.Array
 
 
-def deterministic_actions(kind: str, dist_params: jnp.ndarray) -> jnp.ndarray:
-    """Inference actions: the Gaussian mean, or the first argmax of the categorical."""
-    return dist_params if kind == "gaussian" else rl.categorical_mode(dist_params)
-
-
-def sample_actions(kind: str, dist_params: jnp.ndarray, rng: jax.Array,
-                   action_std: float) -> jnp.ndarray:
-    """Training actions: a Gaussian sample clamped to [0, 1] (per-axis std `action_std`), or a
-    categorical sample."""
-    if kind == "gaussian":
-        return rl.gaussian_sample_clipped(rng, dist_params, action_std)
-    return rl.categorical_sample(rng, dist_params)
+def check_frames(cfg, glance_frames: jnp.ndarray, focus_frames: jnp.ndarray) -> None:
+    """Raises ValueError unless the frames are `[B, T_G, S, S, 3]` and `[B, T_L, S, S, 3]` with the
+    configured T_G, T_L and S (`cfg` = the model config)."""
+    for name, frames, expected in (("glance_frames", glance_frames, cfg.num_glance_frames),
+                                   ("focus_frames", focus_frames, cfg.num_focus_frames)):
+        if frames.ndim != 5 or frames.shape[1] != expected or frames.shape[-1] != 3 or \
+                frames.shape[2:4] != (cfg.input_size, cfg.input_size):
+            raise ValueError(
+                f"{name} must be [B, {expected}, {cfg.input_size}, {cfg.input_size}, 3], "
+                f"got {frames.shape}")
 
 
 class AdaFocus(nn.Module):
@@ -277,13 +276,7 @@ class AdaFocus(nn.Module):
         modes = Modes.of(train)
         focus_frames = glance_frames if focus_frames is None else focus_frames
         batch_size = glance_frames.shape[0]
-        for name, frames, expected in (("glance_frames", glance_frames, cfg.num_glance_frames),
-                                       ("focus_frames", focus_frames, cfg.num_focus_frames)):
-            if frames.ndim != 5 or frames.shape[1] != expected or frames.shape[-1] != 3 or \
-                    frames.shape[2:4] != (cfg.input_size, cfg.input_size):
-                raise ValueError(
-                    f"{name} must be [B, {expected}, {cfg.input_size}, {cfg.input_size}, 3], "
-                    f"got {frames.shape}")
+        check_frames(cfg, glance_frames, focus_frames)
 
         feature_maps, glance_out = self.glance(glance_frames, modes.glancer)
         actions = dist_params = values = None
@@ -292,11 +285,11 @@ class AdaFocus(nn.Module):
             states = self.policy_states(jax.lax.stop_gradient(feature_maps))
             dist_params, values = self.policy(states, modes.policy)
         if patch_mode == "policy":
-            actions = deterministic_actions(cfg.policy.kind, dist_params)
+            actions = rl.deterministic_actions(cfg.policy.kind, dist_params)
             offsets = self.action_offsets(actions)
         elif patch_mode == "sample":
-            actions = sample_actions(cfg.policy.kind, dist_params, self.make_rng("actions"),
-                                     cfg.policy.action_std)
+            actions = rl.sample_actions(cfg.policy.kind, dist_params, self.make_rng("actions"),
+                                        cfg.policy.action_std)
             offsets = self.action_offsets(actions)
         elif patch_mode == "random":
             offsets = self.random_offsets(self.make_rng("patches"), batch_size)

@@ -34,13 +34,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from adafocus_jax import crop as crop_lib
-from adafocus_jax.models.adafocus import AdaFocus, AdaFocusOutput, Modes
+from adafocus_jax.models.adafocus import AdaFocus, AdaFocusOutput, Modes, check_frames
 from adafocus_jax.models.layers import BatchNorm
 from adafocus_jax.models.mobilenet_v2 import MobileNetV2
 from adafocus_jax.models.recurrent import GRU, torch_dense
 from adafocus_jax.models.resnet import ResNet
+from adafocus_jax.patch_modes import patch_modes
 
-V2_PATCH_MODES = ("policy", "random", "center", "given")
+V2_PATCH_MODES = patch_modes("v2")   # see adafocus_jax.patch_modes
 
 
 def coarse_to_fine_order(num_frames: int) -> list[int]:
@@ -293,13 +294,7 @@ class AdaFocusV2(AdaFocus):
         cfg = self.config
         modes = Modes.of(train)
         focus_frames = glance_frames if focus_frames is None else focus_frames
-        for name, frames, expected in (("glance_frames", glance_frames, cfg.num_glance_frames),
-                                       ("focus_frames", focus_frames, cfg.num_focus_frames)):
-            if frames.ndim != 5 or frames.shape[1] != expected or frames.shape[-1] != 3 or \
-                    frames.shape[2:4] != (cfg.input_size, cfg.input_size):
-                raise ValueError(
-                    f"{name} must be [B, {expected}, {cfg.input_size}, {cfg.input_size}, 3], "
-                    f"got {frames.shape}")
+        check_frames(cfg, glance_frames, focus_frames)
         glance_frames, focus_frames = self.frame_order(glance_frames), \
             self.frame_order(focus_frames)
         glance = self.glance_v2(glance_frames, modes.glancer)

@@ -1,0 +1,332 @@
+"""Which modules a file holds (`inspect_torch_checkpoint`), and its networks against config.model.
+
+`_split_sources` finds, per model module, the state dict that fills it (AdaFocus `glancer` /
+`focuser` / `fc` / `policy` entries, GFV's `model_state_dict`, TSM and torchvision files, the V2
+files); `_check_architecture` / `_check_v2_architecture` refuse a file whose networks are not the
+configured ones, naming both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Mapping, Sequence
+
+
+from adafocus_jax.convert.reading import (CheckpointError, MODULES, _Source, _check_state_dict,
+                                          _is_tensor, _strip, read_torch_file)
+from adafocus_jax.convert.names import _mobilenet_layout, _resnet_style
+
+
+FAMILY_NAMES = {"sthsth": "Something-Something (TSM MobileNetV2 + TSM ResNet-50, logit-sum)",
+                "actnet": "ActivityNet/FCVID/Mini-K (torchvision MobileNetV2 + ResNet-50, GRU)"}
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointInfo:
+    """What `inspect_torch_checkpoint` finds in a file.
+
+    Attributes:
+      path: the file.
+      kind: "tsm_mobilenetv2", "tsm_resnet50", "sthsth" or "actnet".
+      family: "sthsth" or "actnet": the code path whose networks the file holds.
+      modules: the model modules (`glancer`, `focuser`, `policy`, `classifier`) it can fill.
+      stage: a best guess at the training stage that wrote it (for printing), e.g. "stage 3".
+      metadata: scalar top-level entries (`epoch`, `best_acc`, `arch`, ...) as Python values.
+    """
+    path: str
+    kind: str
+    family: str
+    modules: tuple[str, ...]
+    stage: str
+    metadata: Mapping[str, Any]
+
+
+def _split_sources(path: str, ckpt: dict) -> tuple[str, str, dict[str, _Source]]:
+    """(kind, family, {module: _Source}) of a loaded file."""
+    state_dict = ckpt.get("state_dict")
+    if isinstance(state_dict, Mapping) and any(k.split(".", 1)[-1].startswith("global_CNN.")
+                                               or k.startswith("global_CNN.")
+                                               for k in state_dict):
+        return _split_v2_sources(path, _check_state_dict(path, "'state_dict'", state_dict))
+    if isinstance(state_dict, Mapping) and any(k.startswith("module.base_model.")
+                                               for k in state_dict):
+        # TSM main.py: DataParallel(TSN) → module.base_model.* + module.new_fc.* (§10.1, §10.2).
+        state = _check_state_dict(path, "'state_dict'", state_dict)
+        base = _strip(state, "module.base_model.")
+        head = _strip(state, "module.new_fc.")
+        other = sorted(k for k in state if not k.startswith(("module.base_model.",
+                                                            "module.new_fc.")))
+        if other:
+            raise CheckpointError(f"{path}: unexpected keys in 'state_dict' of a TSM checkpoint: "
+                                  f"{other[:5]}")
+        if "features.0.0.weight" in base:
+            # The glancer's own head is TSM's new_fc; keys take the AdaFocus `glancer` names.
+            glancer = {**{f"net.{k}": v for k, v in base.items()},
+                       **{f"net.classifier.{k}": v for k, v in head.items()}}
+
+            def rename(key: str) -> str:
+                if key.startswith("net.classifier."):
+                    return "module.new_fc." + key[len("net.classifier."):]
+                return "module.base_model." + key[len("net."):]
+
+            return "tsm_mobilenetv2", "sthsth", {"glancer": _Source(
+                glancer, "'state_dict'", rename=rename)}
+        if "conv1.weight" in base:
+            sources = {"focuser": _Source(base, "'state_dict'", "module.base_model.")}
+            if head:
+                sources["classifier"] = _Source(head, "'state_dict'", "module.new_fc.")
+            return "tsm_resnet50", "sthsth", sources
+        raise CheckpointError(f"{path}: a TSM checkpoint of neither MobileNetV2 nor ResNet "
+                              f"(first keys {sorted(state)[:3]}); arch={ckpt.get('arch')!r}")
+
+    if ckpt and all(_is_tensor(v) for v in ckpt.values()):
+        return _split_bare_state_dict(path, ckpt)
+    if not any(k in ckpt for k in ("glancer", "focuser", "fc", "model_state_dict")):
+        raise CheckpointError(
+            f"{path}: not an AdaFocus or TSM checkpoint: top-level keys {sorted(ckpt)[:10]}; "
+            "expected 'glancer'/'focuser'/'fc'/'policy'/'model_state_dict' (AdaFocus) or "
+            "'state_dict' with 'module.base_model.*' keys (TSM)")
+
+    # AdaFocus files: the separate entries are authoritative; model_state_dict (GFV's state dict)
+    # is the fallback for files that lack them.
+    msd = ckpt.get("model_state_dict")
+    msd = _check_state_dict(path, "'model_state_dict'", msd) if msd is not None else {}
+    sources: dict[str, _Source] = {}
+    for module, entry, prefix in (("glancer", "glancer", "glancer."),
+                                  ("focuser", "focuser", "focuser."),
+                                  ("classifier", "fc", "classifier.")):
+        if ckpt.get(entry) is not None:
+            sources[module] = _Source(_check_state_dict(path, repr(entry), ckpt[entry]),
+                                      repr(entry))
+        elif any(k.startswith(prefix) for k in msd):
+            sources[module] = _Source(_strip(msd, prefix), "'model_state_dict'", prefix)
+
+    # ANet: the PPO module hangs off the focuser (`policy.policy.*`, `policy.policy_old.*`).
+    policy_sources = []
+    if ckpt.get("policy") is not None:
+        policy_sources.append(_Source(_check_state_dict(path, "'policy'", ckpt["policy"]),
+                                      "'policy'"))
+    if "focuser" in sources:
+        focuser = sources["focuser"]
+        nested = {k: v for k, v in focuser.state.items() if k.startswith("policy.")}
+        if nested:
+            focuser.state = {k: v for k, v in focuser.state.items() if not k.startswith("policy.")}
+            # policy_old first: the network the official code acts with.
+            for name in ("policy_old", "policy"):
+                sub = _strip(nested, f"policy.{name}.")
+                if sub:
+                    policy_sources.append(_Source(sub, focuser.where,
+                                                  focuser.prefix + f"policy.{name}."))
+            unknown = sorted(k for k in nested
+                             if not k.startswith(("policy.policy.", "policy.policy_old.")))
+            if unknown:
+                raise CheckpointError(f"{path}: unexpected keys in {focuser.where}: {unknown[:5]}")
+    if policy_sources:
+        sources["policy"] = policy_sources[0]
+        _warn_if_policies_differ(path, policy_sources)
+
+    glancer = sources.get("glancer")
+    if glancer is not None:
+        family = "actnet" if _mobilenet_layout(path, glancer) == "torchvision" else "sthsth"
+    elif "classifier" in sources:
+        family = "actnet" if "gru.weight_ih_l0" in sources["classifier"].state else "sthsth"
+    else:
+        family = "actnet" if "net.conv1.weight" in sources.get("focuser", _Source({}, "")).state \
+            else "sthsth"
+    return family, family, sources
+
+
+def _split_v2_sources(path: str, state: dict) -> tuple[str, str, dict[str, _Source]]:
+    """A released AdaFocusV2 checkpoint (`{'state_dict': DataParallel(model).state_dict()}`).
+
+    ActivityNet family (`main_v2.py`): `global_CNN.*` (TSM-layout MobileNetV2 whose own 1000-way
+    `classifier` is never used) + `global_CNN_fc.1` (→ the glancer's `classifier`), `local_CNN.*`
+    (torchvision ResNet-50, unused `fc`) + `local_CNN_fc.1` (→ the focuser's `fc`),
+    `policy_stn.{encoder,gru,fc}`, `classifier.{mlp.layers,classifiers.t}`. Sth-Sth (`main.py`):
+    `global_CNN` / `local_CNN` are TSNs (`base_model.*`, `new_fc` → `classifier` / `fc`,
+    `new_new_fc` → `reg_classifier` / `reg_fc`), `policy_stn.{0,1,4,5,7,8,10}`.
+    The never-used 1000-way heads are dropped (logged); every other key must be converted.
+    """
+    prefix = "module." if all(k.startswith("module.") for k in state) else ""
+    state = {k[len(prefix):]: v for k, v in state.items()}
+    sth = any(k.startswith("global_CNN.base_model.") for k in state)
+    groups: dict[str, dict] = {"glancer": {}, "focuser": {}, "policy": {}, "classifier": {}}
+    names: dict[str, dict] = {m: {} for m in groups}   # our key -> the file's key
+    dropped = []
+
+    def put(module, ours, theirs):
+        groups[module][ours] = state[theirs]
+        names[module][ours] = prefix + theirs
+
+    # The key-prefix rules, most specific first (built once, not per key).
+    if sth:
+        rules = (("global_CNN.base_model.", "glancer", "net."),
+                 ("global_CNN.new_fc.", "glancer", "net.classifier."),
+                 ("global_CNN.new_new_fc.", "glancer", "net.reg_classifier."),
+                 ("local_CNN.base_model.", "focuser", "net."),
+                 ("local_CNN.new_fc.", "focuser", "net.fc."),
+                 ("local_CNN.new_new_fc.", "focuser", "net.reg_fc."),
+                 ("policy_stn.", "policy", "v2_sth."))
+    else:
+        rules = (("global_CNN.classifier.", None, None),   # unused 1000-way heads
+                 ("local_CNN.fc.", None, None),
+                 ("global_CNN_fc.1.", "glancer", "net.classifier."),
+                 ("global_CNN.", "glancer", "net."),
+                 ("local_CNN_fc.1.", "focuser", "net.fc."),
+                 ("local_CNN.", "focuser", "net."),
+                 ("policy_stn.", "policy", "v2_anet."),
+                 ("classifier.", "classifier", ""))
+    for key in state:
+        for theirs, module, ours in rules:
+            if key.startswith(theirs):
+                if module is None:
+                    dropped.append(prefix + key)
+                else:
+                    put(module, ours + key[len(theirs):], key)
+                break
+        else:
+            raise CheckpointError(f"{path}: unexpected key {prefix + key!r} in 'state_dict' of an "
+                                  f"AdaFocusV2 {'Sth-Sth' if sth else 'ActivityNet'} checkpoint")
+    if dropped:
+        logging.info("%s: dropping the unused ImageNet heads %s", path, sorted(dropped))
+    family = "sthsth" if sth else "actnet"
+    sources = {m: _Source(g, "'state_dict'", rename=lambda k, n=names[m]: n.get(k, k))
+               for m, g in groups.items() if g}
+    return f"v2_{family}", family, sources
+
+
+def _check_v2_architecture(path: str, kind: str, family: str, sources, cfg):
+    """V1 file with a V2 config or the other way round, or the wrong V2 family."""
+    is_v2_file = kind.startswith("v2_")
+    is_v2_config = cfg.get("version", "v1") == "v2"
+    if is_v2_file != is_v2_config:
+        raise CheckpointError(
+            f"{path}: this is an {'AdaFocusV2' if is_v2_file else 'AdaFocus (V1)'} checkpoint "
+            f"(kind {kind!r}) but config.model.version={cfg.get('version', 'v1')!r}; use "
+            f"{'mode=v2' if is_v2_file else 'mode=v1'} of the dataset config")
+    expected = "actnet" if cfg.policy.per_frame else "sthsth"
+    if family != expected:
+        raise CheckpointError(
+            f"{path}: wrong architecture: an AdaFocusV2 {FAMILY_NAMES[family]} checkpoint, but "
+            f"config.model describes the {FAMILY_NAMES[expected]} V2 network")
+    if "glancer" in sources:
+        shifted = any(".conv.0.net.weight" in k for k in sources["glancer"].state)
+        if shifted != bool(cfg.glancer.temporal_shift):
+            raise CheckpointError(f"{path}: the glancer {'has' if shifted else 'has no'} temporal "
+                                  f"shift, config.model.glancer.temporal_shift="
+                                  f"{cfg.glancer.temporal_shift}")
+
+
+def _split_bare_state_dict(path: str, ckpt: dict) -> tuple[str, str, dict[str, _Source]]:
+    """A bare torchvision ImageNet state dict (what `torchvision.models.*(pretrained=True)`
+    downloads): the starting point of the official ActivityNet stage 0 (§2.3, §2.5, §4.3)."""
+    prefix = "module." if all(k.startswith("module.") for k in ckpt) else ""
+    state = {f"net.{k[len(prefix):]}": v for k, v in ckpt.items()}
+
+    def rename(key: str) -> str:
+        return prefix + key[len("net."):]
+
+    if "net.features.1.conv.0.0.weight" in state:
+        return "imagenet_mobilenetv2", "actnet", {"glancer": _Source(
+            state, "the state dict", rename=rename, fresh_head=True)}
+    if "net.conv1.weight" in state and "net.layer1.0.conv1.weight" in state:
+        return "imagenet_resnet50", "actnet", {"focuser": _Source(
+            state, "the state dict", rename=rename, fresh_head=True)}
+    raise CheckpointError(
+        f"{path}: a bare state dict that is neither a torchvision MobileNetV2 nor a ResNet "
+        f"(first keys {sorted(ckpt)[:3]}); expected an AdaFocus, TSM or torchvision checkpoint")
+
+
+def _warn_if_policies_differ(path, policy_sources):
+    first = policy_sources[0]
+    for other in policy_sources[1:]:
+        if set(other.state) == set(first.state) and not all(
+                bool((other.state[k] == first.state[k]).all()) for k in first.state):
+            logging.warning("%s: %s and %s hold different policy weights; using %s", path,
+                            first.where + " " + first.prefix, other.where + " " + other.prefix,
+                            first.where + " " + first.prefix)
+
+
+def _stage_guess(kind: str, ckpt: dict, modules: Sequence[str]) -> str:
+    if kind.startswith("v2_"):
+        return "AdaFocusV2 (one stage)"
+    if kind.startswith("tsm_"):
+        return "TSM pre-training"
+    if kind.startswith("imagenet_"):
+        return "ImageNet pre-training"
+    if kind == "sthsth":
+        if "policy" not in modules:
+            return "stage 1"
+        return "stage 3 (or stage 2 + optimizer)" if "optimizer" in ckpt else "stage 2"
+    if "policy" in modules:
+        return "stage 2/3"
+    return "stage 0/1"
+
+
+def _metadata(ckpt: dict) -> dict:
+    out = {}
+    for key, value in ckpt.items():
+        if _is_tensor(value) and value.numel() == 1:
+            out[key] = value.item()
+        elif isinstance(value, (int, float, str, bool)):
+            out[key] = value
+    return out
+
+
+def inspect_torch_checkpoint(path: str) -> CheckpointInfo:
+    """Reads a PyTorch file and reports its kind and the model modules it holds."""
+    ckpt = read_torch_file(path)
+    kind, family, sources = _split_sources(path, ckpt)
+    modules = tuple(m for m in MODULES if m in sources)
+    return CheckpointInfo(path=path, kind=kind, family=family, modules=modules,
+                          stage=_stage_guess(kind, ckpt, modules), metadata=_metadata(ckpt))
+
+
+def _config_family(cfg) -> str:
+    return "sthsth" if cfg.classifier.kind == "logit_sum" else "actnet"
+
+
+def _check_architecture(path: str, kind: str, family: str, sources: Mapping[str, _Source], cfg):
+    """Raises CheckpointError when the file's networks are not the configured ones."""
+    expected = _config_family(cfg)
+    if family != expected:
+        raise CheckpointError(
+            f"{path}: wrong architecture: this is a {FAMILY_NAMES[family]} checkpoint "
+            f"(kind {kind!r}), but config.model describes {FAMILY_NAMES[expected]} "
+            f"(config.model.classifier.kind={cfg.classifier.kind!r}); use the matching "
+            "dataset config")
+    if "glancer" in sources:
+        layout = _mobilenet_layout(path, sources["glancer"])
+        want = "tsm" if cfg.glancer.temporal_shift else "torchvision"
+        if layout != want:
+            raise CheckpointError(
+                f"{path}: wrong architecture: the glancer is a {layout}-layout MobileNetV2 but "
+                f"config.model.glancer.temporal_shift={cfg.glancer.temporal_shift} expects the "
+                f"{want} layout")
+    if "focuser" in sources:
+        source = sources["focuser"]
+        _resnet_style(path, source)  # raises if it is no ResNet
+        shifted = any(".conv1.net.weight" in k for k in source.state)
+        if shifted != bool(cfg.focuser.temporal_shift):
+            raise CheckpointError(
+                f"{path}: wrong architecture: the focuser ResNet "
+                f"{'has' if shifted else 'has no'} temporal shift, but config.model.focuser."
+                f"temporal_shift={cfg.focuser.temporal_shift}")
+    if "policy" in sources:
+        state = sources["policy"].state
+        actor = state.get("actor.0.weight")
+        file_kind = "gaussian" if actor is not None and actor.shape[0] == 2 else "categorical"
+        has_bn = "state_encoder.1.running_mean" in state
+        if file_kind != cfg.policy.kind or has_bn != bool(cfg.policy.encoder_bn):
+            raise CheckpointError(
+                f"{path}: wrong architecture: the policy is {file_kind} "
+                f"{'with' if has_bn else 'without'} encoder BatchNorm, but config.model.policy "
+                f"is kind={cfg.policy.kind!r}, encoder_bn={cfg.policy.encoder_bn}")
+    if "classifier" in sources:
+        is_gru = "gru.weight_ih_l0" in sources["classifier"].state
+        if is_gru != (cfg.classifier.kind == "gru"):
+            raise CheckpointError(
+                f"{path}: wrong architecture: the classifier is "
+                f"{'a GRU' if is_gru else 'a linear layer'}, but config.model.classifier.kind="
+                f"{cfg.classifier.kind!r}")
