@@ -218,3 +218,47 @@ def test_separate_val_tree_and_errors(tree, tmp_path, capsys):
     assert rc == 1 and "no usable training video" in stderr and "empty class folder" in stderr
     rc, _, stderr = _run([f"--input={tmp_path / 'nope'}", f"--output={tmp_path / 'o3'}"], capsys)
     assert rc == 1 and "nope: no such folder" in stderr
+
+
+def test_json_list_with_splits_and_a_class_lost_to_decoding(tmp_path, capsys):
+    """The JSON list layout with a `split` field: a corrupt video, a label only in validation, and
+    a class whose only training video is corrupt (its validation video then has no training
+    class either, found after decoding): each listed with its reason, the counts add up."""
+    clips = tmp_path / "clips"
+    os.makedirs(clips)
+    for i in range(5):
+        write_video(clips / f"v{i}.mp4", 10 + i)
+    (clips / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(400))
+    entries = [{"path": "clips/v0.mp4", "label": "walk", "split": "train"},
+               {"path": "clips/v1.mp4", "label": "walk", "split": "training"},
+               {"path": "clips/v2.mp4", "label": "walk", "split": "val"},
+               {"path": "clips/corrupt.mp4", "label": "hop", "split": "train"},
+               {"path": "clips/v3.mp4", "label": "hop", "split": "validation"},
+               {"path": "clips/v4.mp4", "label": "sit", "split": "val"}]
+    json_path = tmp_path / "labels.json"
+    json_path.write_text(json.dumps(entries))
+    out = tmp_path / "data"
+    rc, stdout, stderr = _run([f"--input={json_path}", f"--output={out}"], capsys)
+    assert rc == 0, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["videos"] == {"train": 2, "val": 1} and summary["classes"] == 1
+    assert (out / "classes.txt").read_text() == "walk\n"
+    reasons = {s["path"]: s["reason"] for s in summary["skipped"]}
+    entry = lambda n: f"{json_path}:entry {n}"  # noqa: E731
+    assert sorted(reasons) == sorted(entry(n) for n in (4, 5, 6))
+    assert "corrupt.mp4" in reasons[entry(4)]
+    assert "'hop' appears only in validation" in reasons[entry(5)]
+    assert "'sit' appears only in validation" in reasons[entry(6)]
+    for n in (4, 5, 6):
+        assert entry(n) in stderr
+    assert len(entries) == 3 + len(reasons)            # every entry used or listed
+    assert _rows(out / "val_list.txt") == [["clips/v2", str(FRAMES), "0"]]
+    assert "2 train + 1 val videos, 1 classes" in stdout
+
+    # A bad split value and a malformed entry are errors naming the entry.
+    json_path.write_text(json.dumps([{"path": "clips/v0.mp4", "label": "walk", "split": "dev"}]))
+    rc, _, stderr = _run([f"--input={json_path}", f"--output={tmp_path / 'o1'}"], capsys)
+    assert rc == 1 and f"{entry(1)}" in stderr and "split 'dev'" in stderr
+    json_path.write_text(json.dumps([{"file": "clips/v0.mp4"}]))
+    rc, _, stderr = _run([f"--input={json_path}", f"--output={tmp_path / 'o2'}"], capsys)
+    assert rc == 1 and f"{entry(1)}" in stderr
