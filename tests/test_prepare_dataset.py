@@ -262,3 +262,32 @@ def test_json_list_with_splits_and_a_class_lost_to_decoding(tmp_path, capsys):
     json_path.write_text(json.dumps([{"file": "clips/v0.mp4"}]))
     rc, _, stderr = _run([f"--input={json_path}", f"--output={tmp_path / 'o2'}"], capsys)
     assert rc == 1 and f"{entry(1)}" in stderr
+
+
+def test_cut_clips_makes_a_class_folder_prepare_dataset_takes(tmp_path, capsys):
+    """One 20-frame video -> 3 clips of 6 frames (the partial rest dropped), frames in order."""
+    source = tmp_path / "long.mp4"
+    write_video(source, 7, n=20)
+    paths = prepare_dataset.cut_clips(str(source), str(tmp_path / "videos" / "square"),
+                                      num_frames=6, height=32)
+    assert [os.path.basename(p) for p in paths] == ["long_000.mp4", "long_001.mp4",
+                                                   "long_002.mp4"]
+    with av.open(str(source)) as container:
+        want = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    scaled = [np.asarray(Image.fromarray(w).resize((32, 32)), int) for w in want]
+    for k, path in enumerate(paths):
+        with av.open(path) as container:
+            got = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        assert len(got) == 6 and got[0].shape == (32, 32, 3)
+        for t in range(6):  # clip frame t is the source frame 6k + t (scaled; the square repeats
+            # every 16 frames, so frame 6k + t + 16 may match as well)
+            diffs = [np.abs(got[t].astype(int) - w).mean() for w in scaled]
+            assert diffs[6 * k + t] < min(diffs) + 0.5 and diffs[6 * k + t] < 4, (k, t)
+    assert len(prepare_dataset.cut_clips(str(source), str(tmp_path / "two"), num_frames=6,
+                                         max_clips=2)) == 2
+    rc, stdout, _ = _run([f"--input={tmp_path / 'videos'}", f"--output={tmp_path / 'data'}",
+                          "--val_fraction=0.34"], capsys)
+    assert rc == 0 and "2 train + 1 val videos, 1 classes, 18 frames" in stdout
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    with pytest.raises(prepare_dataset.DataError, match="bad.mp4"):
+        prepare_dataset.cut_clips(str(tmp_path / "bad.mp4"), str(tmp_path / "o"), num_frames=2)

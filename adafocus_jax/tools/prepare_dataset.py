@@ -410,6 +410,39 @@ def prepare(args: argparse.Namespace) -> dict:
                          dict(source=os.path.abspath(args.input)))
 
 
+def cut_clips(video: str, out_dir: str, *, num_frames: int, max_clips: int = 0,
+              height: int = 0, fps: float = 8.0) -> list[str]:
+    """Cuts one video into consecutive non-overlapping clips of `num_frames` frames, written as
+    H.264 files `out_dir/<stem>_<k>.mp4` (k = 000, 001, ...; frames scaled to `height` when > 0):
+    a small labelled dataset from a few long videos (colabs/own_dataset.ipynb). At most
+    `max_clips` clips when > 0; a last partial clip is dropped. Returns the paths written.
+
+    A video that cannot be decoded is a DataError naming it.
+    """
+    from adafocus_jax.data import ssv2_video
+    from adafocus_jax.tools.predict import write_overlay
+    if num_frames < 1:
+        raise ValueError(f"cut_clips: num_frames={num_frames} must be >= 1")
+    stem = os.path.splitext(os.path.basename(video))[0]
+    os.makedirs(out_dir, exist_ok=True)
+    paths: list[str] = []
+    clip: list[np.ndarray] = []
+    import av
+    try:
+        with av.open(video) as container:
+            for frame in container.decode(video=0):
+                clip.append(ssv2_video.frame_to_rgb(frame, height))
+                if len(clip) == num_frames:
+                    paths.append(os.path.join(out_dir, f"{stem}_{len(paths):03d}.mp4"))
+                    write_overlay(clip, paths[-1], fps)
+                    clip = []
+                    if max_clips and len(paths) == max_clips:
+                        break
+    except (av.error.FFmpegError, OSError) as e:
+        raise DataError(video, f"cannot decode the video ({e})") from None
+    return paths
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
