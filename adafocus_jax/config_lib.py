@@ -1,5 +1,11 @@
 """Builds the official configs (configs/*.py call this): model (adafocus_jax.models), data (adafocus_jax.data)
-and the training recipe (adafocus_jax.stages) of one official setting."""
+and the training recipe (adafocus_jax.stages) of one official setting, from the recipe tables each
+config file writes out (`STAGES`, `V2`, `PATCH_SIZES`: the one home of the official numbers; the
+package never imports configs/). `sibling_config` lets one config file reuse another's tables."""
+
+import importlib.util
+import os
+import types
 
 import ml_collections
 
@@ -36,12 +42,34 @@ def set_sthsth_policy(config: ml_collections.ConfigDict, policy: str, where: str
         config.model.policy.grid_size = STHSTH_DISCRETE_GRID
 
 
+def load_config_module(path: str) -> types.ModuleType:
+    """The module of the config file `path`, executed afresh (its `__file__` is `path`).
+
+    Raises:
+      FileNotFoundError naming `path` when there is no such file.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no config file {path!r}")
+    spec = importlib.util.spec_from_file_location(
+        f"_config_{abs(hash(os.path.abspath(path)))}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def sibling_config(here: str, name: str) -> types.ModuleType:
+    """The config file `name`.py in the folder of the config file `here` (pass `__file__`), as a
+    module: how configs/sthv1.py reads the tables of configs/sthv2.py."""
+    return load_config_module(os.path.join(os.path.dirname(os.path.abspath(here)), f"{name}.py"))
+
+
 def build_config(dataset: str, arg: str | None, allowed_patches: tuple[int, ...], *,
                  stages_table=None, v2_hyper=None):
-    """The official config of `dataset`, training `stages_table` (a table of `recipes`; V1) or one
-    AdaFocusV2 stage with `v2_hyper` (`mode=v2`); `arg` may set `patch=<P>` (one of `allowed_patches`),
-    `mode=v1|v2` (AdaFocus with its staged PPO recipe, or AdaFocusV2's one end-to-end stage) and,
-    for Sth-Sth V1 mode, `policy=gaussian|discrete`."""
+    """The official config of `dataset`, training `stages_table` (V1: a config file's `STAGES`) or
+    one AdaFocusV2 stage with `v2_hyper` (`mode=v2`: a config file's `V2`); `arg` may set
+    `patch=<P>` (one of `allowed_patches`, default the first), `mode=v1|v2` (AdaFocus with its
+    staged PPO recipe, or AdaFocusV2's one end-to-end stage) and, for Sth-Sth V1 mode,
+    `policy=gaussian|discrete`."""
     options = parse_options(arg)
     try:
         patch = int(options.pop("patch", allowed_patches[0]))

@@ -126,14 +126,11 @@ def class_names(config, path: str = "") -> list[str] | None:
 def load_config(spec: str):
     """A config from `"configs/actnet.py"` or `"configs/actnet.py:patch=96"` (the file's
     `get_config(arg)`), as `--config` takes it in main.py, for the argparse-based tools."""
-    import importlib.util
+    from adafocus_jax import config_lib
     path, _, arg = spec.partition(":")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--config={spec}: no config file {path!r}")
-    module_spec = importlib.util.spec_from_file_location(
-        f"_config_{abs(hash(os.path.abspath(path)))}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    module = config_lib.load_config_module(path)
     if not hasattr(module, "get_config"):
         raise ValueError(f"--config={spec}: {path} has no get_config()")
     return module.get_config(arg or None)

@@ -14,9 +14,10 @@ A *stage recipe* says, for one training stage:
 
 The training code never branches on a stage number: it only reads these fields.
 
-`add_training_config(config)` adds the official recipes of `config.dataset` (the tables of
-`adafocus_jax.recipes`, or the ones a config passes) plus every other key training needs (seed, stage
-list, checkpointing, evaluation). Values that depend on
+`add_training_config(config, stage_table=..., v2_hyper=...)` adds the recipe a config file passes
+(the official numbers live in the config files only: `STAGES` and `V2` of configs/sthv2.py and
+configs/actnet.py, reused by the other official configs) plus every other key training needs (seed,
+stage list, checkpointing, evaluation). Values that depend on
 command-line overrides (the Sth-Sth learning-rate bug switch, batch-size / step overrides) are
 applied later by `resolve_recipe`, so `--config.xxx=...` always takes effect.
 
@@ -39,7 +40,6 @@ import ml_collections
 import optax
 from flax import traverse_util
 
-from adafocus_jax import recipes
 from adafocus_jax.families import ACTNET_FAMILY, RECIPE_DATASETS, STHSTH
 from adafocus_jax.patch_modes import patch_modes
 
@@ -60,7 +60,8 @@ def recipe(*, loss: str, patch_mode: str, modes: Mapping[str, bool], lr: Mapping
             batch_size: int, eval_every_epochs: int, eval_patch_mode: str, restore: str,
             extra_epoch: bool = True) -> ml_collections.ConfigDict:
     """One stage recipe with every field present (so command-line overrides can reach them); the
-    official values of the arguments are the rows of `adafocus_jax.recipes`."""
+    official values of the arguments are the rows of the `STAGES` tables of configs/sthv2.py and
+    configs/actnet.py."""
     r = ml_collections.ConfigDict()
     r.loss = loss
     r.patch_mode = patch_mode
@@ -94,7 +95,7 @@ HANDOFF_BEST_DATASETS = ACTNET_FAMILY
 
 
 def family_stages(table: Mapping[str, Mapping]) -> ml_collections.ConfigDict:
-    """`config.stages` from a table of `adafocus_jax.recipes` (`{stage: recipe arguments}`).
+    """`config.stages` from a stage table (`{stage: recipe arguments}`, a config file's `STAGES`).
 
     ml_collections sorts the keys of `config.stages`, so the run's order is kept apart in
     `config.stage_order` (the table's order)."""
@@ -104,19 +105,32 @@ def family_stages(table: Mapping[str, Mapping]) -> ml_collections.ConfigDict:
     return s
 
 
-def v2_stages(dataset: str, hyper: Mapping | None = None) -> ml_collections.ConfigDict:
-    """The one AdaFocusV2 stage ("v2") of `dataset`: loss "v2" (policy + random patches, every
-    network in train mode), 50 epochs, lr = base × per-module multiplier; `hyper` is a row of
-    `recipes.V2_HYPER` (default: the one of `dataset`)."""
-    if hyper is None:
-        hyper = recipes.V2_HYPER["sthsth" if dataset in STHSTH else dataset]
+V2_HYPER_KEYS = ("lr", "mult", "num_epochs", "batch_size", "weight_decay", "extra_epoch", "clip",
+                 "eval_every_epochs", "restore")
+
+
+def v2_stages(hyper: Mapping) -> ml_collections.ConfigDict:
+    """The one AdaFocusV2 stage ("v2"): loss "v2" (policy + random patches, every network in train
+    mode), SGD, cosine, lr = `hyper["lr"]` × the per-module multiplier `hyper["mult"]`.
+
+    Args:
+      hyper: the stage's hyper-parameters, a config file's `V2` (keys `V2_HYPER_KEYS`).
+
+    Raises:
+      ValueError naming the missing or unknown keys of `hyper`.
+    """
+    missing = [k for k in V2_HYPER_KEYS if k not in hyper]
+    unknown = sorted(k for k in hyper if k not in V2_HYPER_KEYS)
+    if missing or unknown:
+        raise ValueError(f"v2 hyper-parameters (a config's V2): missing {missing}, unknown "
+                         f"{unknown}; expected the keys {V2_HYPER_KEYS}")
     s = ml_collections.ConfigDict()
     s.v2 = recipe(
         loss="v2", patch_mode="policy", modes={m: True for m in MODULES},
         lr={m: hyper["lr"] * mult for m, mult in hyper["mult"].items()},
-        num_epochs=50, batch_size=hyper["batch_size"], eval_every_epochs=1,
-        eval_patch_mode="policy", restore=f"glancer={INIT_FROM},focuser={INIT_FROM}",
-        extra_epoch=hyper["extra_epoch"])
+        num_epochs=hyper["num_epochs"], batch_size=hyper["batch_size"],
+        eval_every_epochs=hyper["eval_every_epochs"], eval_patch_mode="policy",
+        restore=hyper["restore"], extra_epoch=hyper["extra_epoch"])
     s.v2.weight_decay = hyper["weight_decay"]
     s.v2.clip_grad_norm = hyper["clip"]
     return s
@@ -125,30 +139,38 @@ def v2_stages(dataset: str, hyper: Mapping | None = None) -> ml_collections.Conf
 def add_training_config(config: ml_collections.ConfigDict, *,
                         stage_table: Mapping[str, Mapping] | None = None,
                         v2_hyper: Mapping | None = None) -> ml_collections.ConfigDict:
-    """Adds the training recipe of `config.dataset` and every key training reads.
+    """Adds the training recipe a config passes and every key training reads.
 
     Args:
       config: a config with `dataset`, `model` and `data` already set.
-      stage_table: the V1 stages, a table like `recipes.STHSTH_STAGES` (default: the official one
-        of the dataset's family); its order is the run's stage order.
-      v2_hyper: with `config.model.version = "v2"`, a row like `recipes.V2_HYPER["actnet"]`
-        (default: the official one of the dataset).
+      stage_table: the V1 stages (needed unless `config.model.version = "v2"`), a table like
+        `STAGES` of configs/sthv2.py; its order is the run's stage order.
+      v2_hyper: with `config.model.version = "v2"`, the hyper-parameters of the one AdaFocusV2
+        stage, like `V2` of configs/sthv2.py (see `v2_stages`).
 
     Returns:
       The same config (modified in place).
+
+    Raises:
+      ValueError for a dataset without a recipe, or when the table the model's version needs is
+      not passed.
     """
     dataset = config.dataset
     if dataset not in RECIPE_DATASETS:
         raise ValueError(f"config.dataset={dataset!r}: no training recipe; expected one of "
                          f"{RECIPE_DATASETS}")
-    sth = dataset in STHSTH
+    version = config.model.get("version", "v1")
+    needed = v2_hyper if version == "v2" else stage_table
+    if needed is None:
+        raise ValueError(
+            f"add_training_config (config.dataset={dataset!r}, model version {version}): pass "
+            + ("v2_hyper=, e.g. V2 of configs/sthv2.py" if version == "v2"
+               else "stage_table=, e.g. STAGES of configs/sthv2.py or configs/actnet.py"))
     config.seed = 1007                        # the official seed
-    if config.model.get("version", "v1") == "v2":
-        config.stages = v2_stages(dataset, v2_hyper)       # one end-to-end stage (AdaFocusV2)
+    if version == "v2":
+        config.stages = v2_stages(v2_hyper)   # one end-to-end stage (AdaFocusV2)
         order = ("v2",)
     else:
-        if stage_table is None:
-            stage_table = recipes.STHSTH_STAGES if sth else recipes.ACTNET_STAGES
         config.stages = family_stages(stage_table)
         order = tuple(stage_table)
     # The recipe's stage order, comma-separated: every key of config.stages exactly once. A config

@@ -140,17 +140,20 @@ def train_case(config, stage: str, batch: int, dtype: str, repeats: int, peak_tf
 
 def _configs(smoke: bool):
     """{name: full config} of the measured settings (tiny widths for the CPU smoke test)."""
-    from adafocus_jax import config_lib, models
+    from adafocus_jax import inference, models
+
+    def official(dataset: str, arg: str = ""):   # configs/<dataset>.py[:arg]
+        return inference.load_config(os.path.join(ROOT, "configs", f"{dataset}.py") + f":{arg}")
+
     if smoke:
         out = {}
         for name, dataset in (("sthv2-tiny", "sthv2"), ("actnet-tiny", "actnet")):
-            c = config_lib.build_config(dataset, None, allowed_patches=(144 if dataset == "sthv2"
-                                                                         else 128,))
+            c = official(dataset)
             c.model = models.tiny_model_config(dataset)
             out[name] = c
         return out
-    return {"sthv2-144": config_lib.build_config("sthv2", "patch=144", (144, 160, 176)),
-            "actnet-128": config_lib.build_config("actnet", "patch=128", (128, 96, 160, 192))}
+    return {"sthv2-144": official("sthv2", "patch=144"),
+            "actnet-128": official("actnet", "patch=128")}
 
 
 def main(argv=None):

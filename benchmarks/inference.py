@@ -48,7 +48,11 @@ def _model_config(spec: str):
         return models.tiny_model_config(dataset)
     if patch and not patch.isdigit():
         raise SystemExit(f"--configs: patch in {spec!r} must be a number or 'tiny'")
-    return models.default_model_config(dataset, int(patch) if patch else None)
+    if not patch:   # the default patch size: the first of configs/<dataset>.py's PATCH_SIZES
+        from adafocus_jax import config_lib
+        path = os.path.join(ROOT, "configs", f"{dataset}.py")
+        patch = config_lib.load_config_module(path).PATCH_SIZES[0]
+    return models.default_model_config(dataset, int(patch))
 
 
 def build_pair(spec: str, workdir: str):

@@ -160,10 +160,10 @@ def _measure(stage: str, steps: int, patch: int, with_torch: bool = True) -> dic
     os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
     import jax
 
-    from adafocus_jax import config_lib
+    from adafocus_jax import inference
 
     jax.config.update("jax_enable_compilation_cache", False)
-    config = config_lib.build_config("sthv2", f"patch={patch}", allowed_patches=(144, 160, 176))
+    config = inference.load_config(os.path.join(ROOT, "configs", "sthv2.py") + f":patch={patch}")
     batch_size = OFFICIAL[stage]["batch"]
     mc = config.model
     compiled, state, batch, compile_s = prepare_step(config, stage, batch_size)

@@ -4,15 +4,55 @@
     python main.py --config=configs/actnet.py --workdir=DIR
     python main.py --config=configs/actnet.py:patch=96 --workdir=DIR
     python main.py --config=configs/actnet.py:mode=v2 --workdir=DIR   # AdaFocusV2, one stage
+
+The recipe is the data below (the one home of these numbers; configs/fcvid.py, configs/minik.py
+and configs/synthetic.py start from it), written as in configs/sthv2.py: each row of `STAGES` holds
+the arguments of `adafocus_jax.stages.recipe` for one stage, in run order, and a field a row does
+not write takes the default of `stages.recipe`. `init_from` in `restore` is `config.init_from`, the
+converted ImageNet weights. Each stage hands its best-validated variables to the next
+(`config.train.handoff = "best"`, as the official scripts).
 """
 
-from adafocus_jax import config_lib, recipes
+from adafocus_jax import config_lib
 
-# The recipe this config runs, as data: tables of adafocus_jax/recipes.py (losses, patches, trained
-# modules and their learning rates, epochs, batch sizes, restores), passed to build_config below.
-STAGES = recipes.ACTNET_STAGES   # stage0_glancer, stage0_focuser, stage1, stage2, stage3
-V2 = recipes.V2_HYPER["actnet"]   # mode=v2: AdaFocusV2's one end-to-end stage
-PATCH_SIZES = recipes.PATCH_SIZES["actnet"]   # official patch sizes (the first is the default)
+# Official patch sizes (`:patch=P`); the first is the default.
+PATCH_SIZES = (128, 96, 160, 192)
+
+# main_dist.py + the README commands (spec §4.3).
+STAGES = {
+    "stage0_glancer": dict(
+        loss="glancer_ce", patch_mode="none", modes=dict(glancer=True),
+        lr=dict(glancer=0.01), num_epochs=15, batch_size=64, eval_every_epochs=5,
+        eval_patch_mode="glancer", restore="glancer=init_from"),
+    "stage0_focuser": dict(
+        loss="focuser_ce", patch_mode="none", modes=dict(focuser=True),
+        lr=dict(focuser=0.01), num_epochs=15, batch_size=64, eval_every_epochs=5,
+        eval_patch_mode="focuser", restore="focuser=init_from"),
+    "stage1": dict(  # GRU-output dropout 0.8 on
+        loss="step_ce", patch_mode="random", modes=dict(focuser=True, classifier=True),
+        lr=dict(focuser=5e-4, classifier=0.05), num_epochs=50, batch_size=64,
+        eval_every_epochs=5, eval_patch_mode="random",
+        restore="glancer=stage0_glancer,focuser=stage0_focuser"),
+    "stage2": dict(
+        loss="ppo", patch_mode="sample", modes=dict(policy=True),
+        lr=dict(policy=3e-4), optimizer="adam", lr_schedule="constant", num_epochs=50,
+        batch_size=64, eval_every_epochs=5, eval_patch_mode="policy",
+        restore="glancer=stage1,focuser=stage1,classifier=stage1"),
+    "stage3": dict(  # only the GRU classifier trains (the official code; the paper says f_L too)
+        loss="step_ce", patch_mode="policy", modes=dict(classifier=True),
+        lr=dict(classifier=5e-3), num_epochs=10, batch_size=64,
+        eval_every_epochs=5, eval_patch_mode="policy",
+        restore="glancer=stage2,focuser=stage2,classifier=stage2,policy=stage2"),
+}
+
+# `:mode=v2`, AdaFocusV2 (adafocus_family.md §1.2; the official README commands): ONE end-to-end
+# stage "v2" (loss "v2", policy + random patches, every network in train mode), SGD momentum 0.9,
+# cosine, the official extra epoch at lr 0. The learning rate of a module is `lr` × `mult`
+# (policy: stn_lr_ratio, glancer with its own head: global_lr_ratio, focuser with its heads: 1,
+# classifier: classifier_lr_ratio); `clip` > 0 would clip the global gradient norm.
+V2 = dict(lr=0.002, mult=dict(policy=0.1, glancer=0.5, focuser=1.0, classifier=5.0),
+          num_epochs=50, batch_size=32, weight_decay=1e-4, extra_epoch=True, clip=0.0,
+          eval_every_epochs=1, restore="glancer=init_from,focuser=init_from")
 
 
 def get_config(arg=None):

@@ -157,11 +157,13 @@ def get_config(arg=None):
     small = size == "small"
     sth = family in stages.STHSTH
 
+    # The official recipe of the family (configs/actnet.py, configs/sthv2.py: STAGES, PATCH_SIZES).
+    official = config_lib.sibling_config(__file__, family)
     config = ml_collections.ConfigDict()
     config.dataset = family
-    m = config.model = models.default_model_config(family)
+    m = config.model = models.default_model_config(family, patch_size=official.PATCH_SIZES[0])
     d = config.data = data.default_data_config(family)
-    stages.add_training_config(config)
+    stages.add_training_config(config, stage_table=official.STAGES)
     config.dataset = "custom"            # the benchmark writes RUN/custom_benchmark.json
     config.family = family
 

@@ -4,15 +4,17 @@
     python main.py --config=configs/fcvid.py --workdir=DIR
     python main.py --config=configs/fcvid.py:patch=96 --workdir=DIR
     python main.py --config=configs/fcvid.py:mode=v2 --workdir=DIR   # AdaFocusV2, one stage
+
+FCVID is evaluated by the mAP over every label of a video (`config.eval.multi_label`).
 """
 
-from adafocus_jax import config_lib, recipes
+from adafocus_jax import config_lib
 
-# The recipe this config runs, as data: tables of adafocus_jax/recipes.py (losses, patches, trained
-# modules and their learning rates, epochs, batch sizes, restores), passed to build_config below.
-STAGES = recipes.ACTNET_STAGES   # stage0_glancer, stage0_focuser, stage1, stage2, stage3
-V2 = recipes.V2_HYPER["fcvid"]   # mode=v2: AdaFocusV2's one end-to-end stage
-PATCH_SIZES = recipes.PATCH_SIZES["fcvid"]   # official patch sizes (the first is the default)
+# The official scripts train FCVID with the ActivityNet recipe: the tables of configs/actnet.py.
+_ACTNET = config_lib.sibling_config(__file__, "actnet")
+PATCH_SIZES = _ACTNET.PATCH_SIZES
+STAGES = _ACTNET.STAGES
+V2 = _ACTNET.V2
 
 
 def get_config(arg=None):

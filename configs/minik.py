@@ -6,13 +6,14 @@
     python main.py --config=configs/minik.py:mode=v2 --workdir=DIR   # AdaFocusV2, one stage
 """
 
-from adafocus_jax import config_lib, recipes
+from adafocus_jax import config_lib
 
-# The recipe this config runs, as data: tables of adafocus_jax/recipes.py (losses, patches, trained
-# modules and their learning rates, epochs, batch sizes, restores), passed to build_config below.
-STAGES = recipes.ACTNET_STAGES   # stage0_glancer, stage0_focuser, stage1, stage2, stage3
-V2 = recipes.V2_HYPER["minik"]   # mode=v2: AdaFocusV2's one end-to-end stage
-PATCH_SIZES = recipes.PATCH_SIZES["minik"]   # official patch sizes (the first is the default)
+# The official scripts train Mini-Kinetics with the ActivityNet recipe: the tables of
+# configs/actnet.py, except AdaFocusV2's base learning rate and batch (official README command).
+_ACTNET = config_lib.sibling_config(__file__, "actnet")
+PATCH_SIZES = _ACTNET.PATCH_SIZES
+STAGES = _ACTNET.STAGES
+V2 = dict(_ACTNET.V2, lr=0.003, batch_size=48)
 
 
 def get_config(arg=None):

@@ -9,13 +9,14 @@ among a 5 x 5 grid of patch positions per video.
     python main.py --config=configs/sthv1.py:mode=v2 --workdir=DIR   # AdaFocusV2, one stage
 """
 
-from adafocus_jax import config_lib, recipes
+from adafocus_jax import config_lib
 
-# The recipe this config runs, as data: tables of adafocus_jax/recipes.py (losses, patches, trained
-# modules and their learning rates, epochs, batch sizes, restores), passed to build_config below.
-STAGES = recipes.STHSTH_STAGES   # stage1, stage2, stage3
-V2 = recipes.V2_HYPER["sthsth"]   # mode=v2: AdaFocusV2's one end-to-end stage
-PATCH_SIZES = recipes.PATCH_SIZES["sthv1"]   # official patch sizes (the first is the default)
+# Sth-Sth V1 trains with the same recipe as Sth-Sth V2 (one set of official scripts for both):
+# the tables of configs/sthv2.py.
+_STHV2 = config_lib.sibling_config(__file__, "sthv2")
+PATCH_SIZES = _STHV2.PATCH_SIZES
+STAGES = _STHV2.STAGES
+V2 = _STHV2.V2
 
 
 def get_config(arg=None):

@@ -5,6 +5,7 @@ then the end-of-run benchmark (learned policy vs random / centre patches vs the 
     python main.py --config=configs/synthetic.py:quick --workdir=DIR    # smoke run of every stage
     python -m adafocus_jax.benchmark --config=configs/synthetic.py --workdir=DIR   # re-run the table
     python main.py --config=configs/synthetic.py:mode=v2 --workdir=DIR  # AdaFocusV2, one stage
+    python main.py --config=configs/synthetic.py:halftone=3 --workdir=DIR   # V1 on V2's data
 
 `DIR/synthetic_benchmark.json` holds the held-out ("test" digits) accuracy and GFLOPs per video of
 each variant (see adafocus_jax/benchmark.py).
@@ -34,10 +35,12 @@ Why these choices:
 
 import ml_collections
 
-from adafocus_jax import data, models, stages
+from adafocus_jax import config_lib, data, models, stages
 from adafocus_jax.data import synthetic
 
 FRAME, GLANCE, PATCH, FRAMES = 144, 72, 48, 4
+# The official ActivityNet recipe (configs/actnet.py: STAGES, V2) that _SCHEDULE below changes.
+ACTNET = config_lib.sibling_config(__file__, "actnet")
 
 
 def _model_config() -> ml_collections.ConfigDict:
@@ -108,18 +111,28 @@ _SCHEDULE = {
 def get_config(arg=None):
     """`arg`: "" (the full benchmark) or "quick" (a smoke run of every stage in about a minute)."""
     options = [o.strip() for o in (arg or "").split(",") if o.strip()]
-    unknown = [o for o in options if o not in ("quick", "mode=v1", "mode=v2")]
+    allowed = ("quick", "mode=v1", "mode=v2", "halftone=2", "halftone=3")
+    unknown = [o for o in options if o not in allowed]
     if unknown:
-        raise ValueError(f"configs/synthetic.py: unknown options {unknown}; expected 'quick', "
-                         "'mode=v1' or 'mode=v2'")
+        raise ValueError(f"configs/synthetic.py: unknown options {unknown}; expected some of "
+                         f"{allowed}")
     quick = "quick" in options
-    if "mode=v2" in options:
-        return _v2_config(get_config("quick" if quick else ""), quick)
+    v2 = "mode=v2" in options
+    # AdaFocusV2 crops at fractional positions, which erase the period-2 halftone (see
+    # `synthetic.halftone_carrier`), so its default data draws strokes with period 3.
+    halftone = 3 if v2 else 2
+    for o in options:
+        if o.startswith("halftone="):
+            halftone = int(o.partition("=")[2])
+    if v2:
+        return _v2_config(get_config(",".join(["quick"] * quick + [f"halftone={halftone}"])),
+                          quick)
     config = ml_collections.ConfigDict()
     config.dataset = "synthetic"
     config.model = _model_config()
     config.data = _data_config()
-    stages.add_training_config(config)
+    config.data.synthetic.halftone_period = halftone
+    stages.add_training_config(config, stage_table=ACTNET.STAGES)
     config.eval.metric = "top1"
     config.eval.split = "val"
 
@@ -179,7 +192,7 @@ def _v2_config(config: ml_collections.ConfigDict, quick: bool) -> ml_collections
     config.model.classifier.hidden_dim = 256
     config.model.frame_order = "natural"
     config.stages = ml_collections.ConfigDict(pretrain)
-    v2 = stages.v2_stages("synthetic").v2
+    v2 = stages.v2_stages(ACTNET.V2).v2
     v2.restore = "glancer=stage0_glancer,focuser=stage0_focuser"
     v2.num_epochs = 1 if quick else _V2_SCHEDULE["num_epochs"]
     v2.batch_size = 16 if quick else 32

@@ -1,5 +1,6 @@
-"""A tiny config for tests and smoke runs: the official recipe and architecture of a dataset family
-with tiny widths, 64x64 random in-memory videos and a few steps per stage.
+"""A tiny config for tests and smoke runs: the official recipe (the `STAGES` of configs/<dataset>.py)
+and architecture of a dataset family with tiny widths, 64x64 random in-memory videos and a few steps
+per stage.
 
     python main.py --config=configs/tiny.py --workdir=/tmp/tiny                # Sth-Sth family
     python main.py --config=configs/tiny.py:actnet --workdir=/tmp/tiny_anet    # ActivityNet family
@@ -43,7 +44,9 @@ def get_config(arg=None):
     d.num_focus_frames = config.model.num_focus_frames
     d.random = ml_collections.ConfigDict(dict(num_train=32, num_val=12, num_test=12))
     config.data = d
-    stages.add_training_config(config)
+    # The official stages of the dataset (configs/<dataset>.py), shortened below.
+    official = config_lib.sibling_config(__file__, dataset)
+    stages.add_training_config(config, stage_table=official.STAGES)
     for name in config.stages.keys():
         recipe = config.stages[name]
         recipe.num_epochs = 1

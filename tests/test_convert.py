@@ -376,11 +376,11 @@ def test_merge_modules_errors(sth):
 def test_cli_round_trip(sth, files, tmp_path):
     """convert_checkpoint CLI → Orbax directory → load_variables → the torch model's logits."""
     config_file = tmp_path / "tiny_sthv2.py"
-    config_file.write_text(textwrap.dedent("""
-        from adafocus_jax import config_lib, models
+    config_file.write_text(textwrap.dedent(f"""
+        from adafocus_jax import inference, models
 
         def get_config(arg=None):
-            config = config_lib.build_config("sthv2", None, allowed_patches=(144,))
+            config = inference.load_config({os.path.join(REPO, "configs", "sthv2.py")!r})
             config.model = models.tiny_model_config("sthv2")
             return config
     """))

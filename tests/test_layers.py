@@ -1,12 +1,13 @@
-"""DepthwiseConv (shifted multiply-adds) against XLA's grouped convolution, the function it replaces."""
+"""DepthwiseConv (shifted multiply-adds) and PointwiseConv (matmul gradients) against the XLA
+convolutions they replace."""
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from adafocus_jax.models.layers import DepthwiseConv, conv
+from adafocus_jax.models.layers import DepthwiseConv, PointwiseConv, conv, max_pool
+from adafocus_jax.models.layers import DepthwiseConv, PointwiseConv, conv
 
 
 @pytest.mark.parametrize("shape,kernel,stride,bias", [
@@ -51,3 +52,58 @@ def test_conv_helper_picks_depthwise_and_checks_channels():
     assert not isinstance(conv(8, 3), DepthwiseConv)
     with pytest.raises(ValueError, match="input channels"):
         conv(8, 3, groups=8, name="dw").init(jax.random.key(0), jnp.zeros((1, 4, 4, 3)))
+
+
+@pytest.mark.parametrize("shape,stride,bias", [((2, 9, 9, 6), 1, False), ((2, 9, 9, 6), 2, True),
+                                               ((1, 8, 6, 4), 2, False)])
+def test_pointwise_matches_conv_forward_and_gradients(shape, stride, bias):
+    kwargs = dict(features=5, kernel_size=(1, 1), strides=(stride, stride),
+                  padding=((0, 0), (0, 0)), use_bias=bias)
+    ours, ref = PointwiseConv(**kwargs), nn.Conv(**kwargs)
+    x = jax.random.normal(jax.random.key(0), shape)
+    variables = ref.init(jax.random.key(1), x)
+    ours_vars = ours.init(jax.random.key(1), x)
+    assert jax.tree.structure(ours_vars) == jax.tree.structure(variables)
+    np.testing.assert_array_equal(ours_vars["params"]["kernel"], variables["params"]["kernel"])
+    if bias:
+        variables = {"params": {**variables["params"], "bias": jnp.arange(5, dtype=jnp.float32)}}
+    want, got = jax.jit(ref.apply)(variables, x), jax.jit(ours.apply)(variables, x)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    # The hand-written backward (matmuls) against autodiff of XLA's convolution.
+    loss = lambda m: (lambda v, x: jnp.sum(jnp.sin(m.apply(v, x)) * jnp.arange(5.0)))
+    g_want = jax.jit(jax.grad(loss(ref), argnums=(0, 1)))(variables, x)
+    g_got = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(variables, x)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=5e-5, rtol=1e-4), g_got, g_want)
+    if stride > 1:   # inputs skipped by the stride get exactly zero gradient
+        dx = np.asarray(g_got[1])
+        assert np.all(dx[:, 1::stride] == 0) and np.all(dx[:, :, 1::stride] == 0)
+
+
+def test_pointwise_bfloat16_and_conv_helper():
+    assert isinstance(conv(8, 1), PointwiseConv) and not isinstance(conv(8, 3), PointwiseConv)
+    layer = PointwiseConv(4, (1, 1), padding=((0, 0), (0, 0)), dtype=jnp.bfloat16)
+    x = jax.random.normal(jax.random.key(0), (1, 5, 5, 3))
+    variables = layer.init(jax.random.key(1), x)
+    assert variables["params"]["kernel"].dtype == jnp.float32
+    assert layer.apply(variables, x).dtype == jnp.bfloat16
+    grads = jax.grad(lambda v: layer.apply(v, x).astype(jnp.float32).sum())(variables)
+    assert grads["params"]["kernel"].dtype == jnp.float32
+    with pytest.raises(ValueError, match="1×1 kernel"):
+        PointwiseConv(4, (3, 3)).init(jax.random.key(0), x)
+
+
+@pytest.mark.parametrize("shape", [(2, 9, 9, 3), (1, 8, 7, 2), (1, 36, 36, 4)])
+def test_max_pool_matches_reduce_window(shape):
+    x = jax.random.normal(jax.random.key(0), shape)
+    want = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    got = jax.jit(lambda x: max_pool(x, 3, 2, 1))(x)
+    np.testing.assert_array_equal(got, want)
+    # Without ties (random normal inputs) the gradients agree exactly.
+    weights = jax.random.normal(jax.random.key(1), want.shape)
+    g_want = jax.grad(lambda x: jnp.sum(nn.max_pool(x, (3, 3), strides=(2, 2),
+                                                     padding=((1, 1), (1, 1))) * weights))(x)
+    g_got = jax.jit(jax.grad(lambda x: jnp.sum(max_pool(x, 3, 2, 1) * weights)))(x)
+    np.testing.assert_allclose(g_got, g_want, rtol=1e-6, atol=1e-6)
+    # bf16 keeps its dtype (the -inf padding is representable).
+    assert max_pool(x.astype(jnp.bfloat16), 3, 2, 1).dtype == jnp.bfloat16

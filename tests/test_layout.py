@@ -1,4 +1,5 @@
-"""The package's layout: no import cycles between its modules, lazy (inside a function) or not."""
+"""The package's layout: no import cycles between its modules, lazy (inside a function) or not; the
+official recipes' numbers live as data in the config files only."""
 
 import ast
 import os
@@ -82,3 +83,70 @@ def test_the_package_has_no_import_cycles():
     cycles = _cycles(graph)
     assert not cycles, "import cycles (a lower layer imports a higher one):\n" + "\n".join(
         " -> ".join(c) for c in cycles)
+
+
+CONFIGS = os.path.join(os.path.dirname(ROOT), "configs")
+RECIPE_TABLES = ("PATCH_SIZES", "STAGES", "V2")
+
+
+def _assignments(path: str) -> dict[str, ast.expr]:
+    """Module-level `NAME = value` of a file."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    return {t.id: node.value for node in tree.body if isinstance(node, ast.Assign)
+            for t in node.targets if isinstance(t, ast.Name)}
+
+
+def _is_data(node: ast.expr) -> bool:
+    """A literal: constants, tuples / lists / dicts of them and `dict(key=literal, ...)`."""
+    if isinstance(node, ast.Constant):
+        return True
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return _is_data(node.operand)
+    if isinstance(node, (ast.Tuple, ast.List)):
+        return all(_is_data(e) for e in node.elts)
+    if isinstance(node, ast.Dict):
+        return all(k is not None and _is_data(k) for k in node.keys) and all(
+            _is_data(v) for v in node.values)
+    if isinstance(node, ast.Call):
+        return (isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args
+                and all(k.arg is not None and _is_data(k.value) for k in node.keywords))
+    return False
+
+
+def test_the_official_recipes_are_data_in_the_config_files():
+    """configs/sthv2.py and configs/actnet.py write their tables out as literals; sthv1, fcvid and
+    minik reuse them (no second copy); no package module imports configs/ or loads a config file
+    by itself (config_lib and inference.load_config load the files their callers name)."""
+    for name in ("sthv2", "actnet"):
+        assigned = _assignments(os.path.join(CONFIGS, f"{name}.py"))
+        for table in RECIPE_TABLES:
+            assert table in assigned and _is_data(assigned[table]), (name, table)
+    for name, home in (("sthv1", "_STHV2"), ("fcvid", "_ACTNET"), ("minik", "_ACTNET")):
+        assigned = _assignments(os.path.join(CONFIGS, f"{name}.py"))
+        for table in RECIPE_TABLES:
+            value = assigned[table]
+            if isinstance(value, ast.Call):   # dict(home.V2, what differs=...)
+                value = value.args[0]
+            assert isinstance(value, ast.Attribute) and value.attr == table, (name, table)
+            assert isinstance(value.value, ast.Name) and value.value.id == home, (name, table)
+    graph = _import_graph()
+    assert not any(t.startswith("configs") for targets in graph.values() for t in targets)
+    loaders = {}
+    for module, path in _modules().items():
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), path)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import) or isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [
+                    a.name for a in node.names]
+                assert not any(n == "configs" or n.startswith("configs.") for n in names), module
+            if isinstance(node, ast.Call):
+                called = getattr(node.func, "attr", getattr(node.func, "id", None))
+                if called in ("load_config_module", "sibling_config"):
+                    loaders.setdefault(module, []).append(called)
+    assert loaders == {"adafocus_jax.config_lib": ["load_config_module"],
+                       "adafocus_jax.inference": ["load_config_module"]}
+    # The check can fail: a table written as a reference is not data.
+    assert not _is_data(ast.parse("x = dict(a=OTHER.B)").body[0].value)
+    assert _is_data(ast.parse("x = {'s': dict(lr=dict(p=-1e-3), m=(1, 2))}").body[0].value)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from adafocus_jax import parallel, train
-from train_helpers import host_batch, setup, stage_state, to_host
+from train_helpers import config_module, host_batch, setup, stage_state, to_host
 
 
 def _step(dataset, name, mesh, batch_np):
@@ -81,7 +81,9 @@ def test_prefetch_to_mesh_keeps_order_and_reads_ahead():
 def test_loader_workers_default_to_the_cpu_count():
     from adafocus_jax import data as data_lib, stages
     config, _, _ = setup("sthv2")
-    assert stages.add_training_config(copy.deepcopy(config)).train.num_workers == -1
+    table = config_module("sthv2").STAGES
+    assert stages.add_training_config(copy.deepcopy(config),
+                                      stage_table=table).train.num_workers == -1
     source = data_lib.create_source(config.data, "train")
     loader = data_lib.make_loader(source, batch_size=8, shuffle=True, seed=0, num_workers=-1)
     assert loader.num_workers == (os.cpu_count() or 1)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from adafocus_jax import stages, train
-from train_helpers import tiny_config
+from train_helpers import config_module as _module, tiny_config
 
 
 def _params():
@@ -33,14 +33,7 @@ def test_recipes_resolve_for_both_families():
 
 
 def _load(name, arg=None):
-    import importlib.util
-    import os
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                        f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"config_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return _module(name).get_config(arg)
 
 
 def test_stage_order_is_the_recipes_and_a_user_stage_runs_where_listed():
@@ -147,6 +140,35 @@ def test_bad_recipe_values_name_the_key():
         stages.stage_names(config)
     with pytest.raises(ValueError, match="bad item 'glancer'"):
         stages.parse_restore("glancer", "config.stages.x.restore")
+
+
+def test_the_recipe_comes_from_the_config_file_or_is_an_error(tmp_path):
+    """The package holds no default recipe: a config passes its tables, and a missing table or a
+    V2 row with missing / unknown keys is named."""
+    import ml_collections
+
+    from adafocus_jax import config_lib, models
+    config = ml_collections.ConfigDict(dict(dataset="actnet"))
+    config.model = models.tiny_model_config("actnet")
+    with pytest.raises(ValueError, match=r"actnet.*version v1\): pass stage_table="):
+        stages.add_training_config(copy.deepcopy(config))
+    models.to_v2_model_config(config.model)
+    with pytest.raises(ValueError, match=r"version v2\): pass v2_hyper="):
+        stages.add_training_config(copy.deepcopy(config), stage_table={"x": {}})
+    actnet = _module("actnet")
+    v2 = stages.add_training_config(copy.deepcopy(config), v2_hyper=actnet.V2).stages.v2
+    # ActivityNet V2 (official README): lr 0.002 x (policy 0.1, classifier 5), 50 epochs, batch 32.
+    assert (v2.lr.policy, v2.lr.classifier, v2.num_epochs, v2.batch_size) == (
+        pytest.approx(2e-4), pytest.approx(0.01), 50, 32)
+    with pytest.raises(ValueError, match=r"missing \['clip'\], unknown \['clip_norm'\]"):
+        stages.v2_stages({**{k: v for k, v in actnet.V2.items() if k != "clip"}, "clip_norm": 1.0})
+    # A config file that reuses another's tables finds it next to itself, wherever it is.
+    (tmp_path / "mine.py").write_text("from adafocus_jax import config_lib\n"
+                                      "BASE = config_lib.sibling_config(__file__, 'base')\n")
+    (tmp_path / "base.py").write_text("STAGES = {'only': 1}\n")
+    assert config_lib.load_config_module(str(tmp_path / "mine.py")).BASE.STAGES == {"only": 1}
+    with pytest.raises(FileNotFoundError, match="nowhere.py"):
+        config_lib.sibling_config(str(tmp_path / "mine.py"), "nowhere")
 
 
 def test_frozen_modules_get_exactly_zero_updates_and_no_optimizer_state():

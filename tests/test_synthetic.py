@@ -208,6 +208,11 @@ def test_config_builds_every_stage(arg):
     assert source.get(0)["glance"].shape == (m.num_glance_frames, m.input_size, m.input_size, 3)
     with pytest.raises(ValueError, match="unknown options"):
         load_config("fast")
+    # V1 draws period-2 strokes; V2 (fractional crops) defaults to period 3; both overridable.
+    assert d.synthetic.halftone_period == 2
+    assert load_config("mode=v2").data.synthetic.halftone_period == 3
+    assert load_config("halftone=3").data.synthetic.halftone_period == 3
+    assert load_config("mode=v2,halftone=2").data.synthetic.halftone_period == 2
 
 
 def _small_synthetic():
@@ -269,3 +274,21 @@ def test_target_patch_mode_crops_patches_holding_the_digit():
     no_box = {k: v for k, v in batch.items() if k != "target_box"}
     with pytest.raises(ValueError, match="target_box"):
         train.classification_loss(model, recipe, variables, no_box, rng)
+
+
+@pytest.mark.parametrize("period", [2, 3])
+def test_halftone_hides_at_glance_and_period_3_survives_subpixel_crops(period):
+    """Both carriers vanish at glance resolution; only period 3 survives a half-pixel resample
+    (what AdaFocusV2's differentiable crop does at a fractional location)."""
+    carrier = synthetic.halftone_carrier(48, period)
+    assert carrier.max() == pytest.approx(1.0) and abs(carrier.mean()) < 0.02
+    glance = np.asarray(jax.image.resize(carrier, (24, 24), "linear", antialias=True))[1:-1, 1:-1]
+    assert np.abs(glance).max() < (1e-6 if period == 2 else 1 / 64 + 1e-4)
+    # Bilinear resample at a half-pixel offset along both axes: the mean of each 2×2 block.
+    shifted = (carrier[:-1, :-1] + carrier[1:, :-1] + carrier[:-1, 1:] + carrier[1:, 1:]) / 4
+    if period == 2:
+        assert np.abs(shifted).max() < 1e-6          # the strokes are gone
+    else:
+        assert np.abs(shifted).max() == pytest.approx(0.25, abs=1e-6)   # ½ per axis survives
+    with pytest.raises(ValueError, match="halftone_period"):
+        synthetic.halftone_carrier(48, 4)

@@ -11,7 +11,7 @@ import pytest
 
 from adafocus_jax import models, parallel, stages, train
 from adafocus_jax import v2 as v2_lib
-from train_helpers import ROOT, host_batch, tiny_config, to_host
+from train_helpers import ROOT, config_module, host_batch, tiny_config, to_host
 
 
 def _load_config(name: str, arg: str):
@@ -27,7 +27,7 @@ def tiny_v2_config(dataset: str):
     models.to_v2_model_config(config.model)
     config.model.policy.hidden_dims = (16,) if config.model.policy.per_frame else (16, 8)
     config.model.classifier.hidden_dim = 16
-    config.stages = stages.v2_stages(dataset)
+    config.stages = stages.v2_stages(config_module(dataset).V2)
     config.stages.v2.batch_size = 8
     config.stages.v2.num_epochs = 1
     config.run_stages = "v2"
@@ -153,23 +153,27 @@ def test_loss_terms_hand_computed():
     np.testing.assert_allclose(float(terms["total"][0]), expected, rtol=1e-6)
 
 
-def _term_grads(dataset, term):
-    """Gradient of one (batch-mean) loss term w.r.t. every parameter, train mode."""
+def _term_grads(dataset, terms):
+    """Gradient of each (batch-mean) loss term in `terms` w.r.t. every parameter, train mode:
+    {term: {parameter path: sum |grad|}}. One jitted reverse-mode Jacobian for all the terms
+    (eager `jax.grad` dispatches op by op and took ~30 s per term)."""
     config, model, variables = v2_setup(dataset)
     glance, focus = _frames(config, seed=3)
     labels = jnp.array([0, 1])
 
-    def loss(params):
+    def losses(params):
         outputs, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
                                  glance, focus, True, method="train_outputs",
                                  mutable=["batch_stats"],
                                  rngs={"patches": jax.random.key(1), "dropout": jax.random.key(2)})
-        terms = v2_lib.v2_loss_terms(outputs, labels, dataset == "actnet")
-        return terms[term].mean()
+        values = v2_lib.v2_loss_terms(outputs, labels, dataset == "actnet")
+        return jnp.stack([values[term].mean() for term in terms])
 
-    grads = jax.grad(loss)(variables["params"])
-    return {path: float(np.abs(np.asarray(g)).sum()) for path, g in
-            ((jax.tree_util.keystr(p), g) for p, g in jax.tree_util.tree_leaves_with_path(grads))}
+    jacobian = jax.jit(jax.jacrev(losses))(variables["params"])
+    leaves = [(jax.tree_util.keystr(p), np.abs(np.asarray(g)))
+              for p, g in jax.tree_util.tree_leaves_with_path(jacobian)]
+    return {term: {path: float(g[i].sum()) for path, g in leaves}
+            for i, term in enumerate(terms)}
 
 
 def _norm(grads, prefix):
@@ -179,18 +183,19 @@ def _norm(grads, prefix):
 def test_gradients_reach_the_policy_through_the_crop_and_respect_detaches():
     # Sth-Sth: the local "reg" term trains the focuser trunk and, through the crop, the policy;
     # the glancer gets nothing from it (the policy reads detached glance maps).
-    g = _term_grads("sthv2", "local_policy")
+    grads = _term_grads("sthv2", ("local_policy", "fused_policy", "local_random"))
+    g = grads["local_policy"]
     assert _norm(g, "['policy']") > 0
     assert _norm(g, "['focuser']['layer1_0']") > 0
     assert _norm(g, "['glancer']") == 0
     # The fused logits come from heads on detached features: they train only those heads.
-    g = _term_grads("sthv2", "fused_policy")
+    g = grads["fused_policy"]
     assert _norm(g, "['focuser']['fc']") > 0 and _norm(g, "['glancer']['classifier']") > 0
     trunk = {k: v for k, v in g.items() if not k.startswith(("['focuser']['fc']",
                                                              "['glancer']['classifier']"))}
     assert sum(trunk.values()) == 0, {k: v for k, v in trunk.items() if v}
     # Random patches do not depend on the policy.
-    assert _norm(_term_grads("sthv2", "local_random"), "['policy']") == 0
+    assert _norm(grads["local_random"], "['policy']") == 0
 
 
 def test_v2_recipes_and_hyper_parameters():
@@ -279,6 +284,48 @@ def test_v2_gflops_match_paper(dataset, patch):
 
 # --------------------------------------------------------------------------------------------------
 # Released V2 checkpoint layouts: convert with the safe loader, compare with the PyTorch reference.
+
+
+@pytest.mark.parametrize("dataset", ["actnet", "sthv2"])
+def test_v2_float64_matches_torch_float64(dataset, tmp_path):
+    """The float32 logits differ from the reference by up to ~1e-3 of their scale (the test
+    below); in float64 on both sides they agree to ~1e-6 and the locations to 1e-12, so that
+    difference is float32 rounding amplified by the tiny random networks, not another function
+    (the reference's own float32 and float64 logits differ by as much)."""
+    torch = pytest.importorskip("torch")
+    import torch_reference as tr
+    from adafocus_jax import convert
+
+    config = tiny_v2_config(dataset)
+    c = config.model
+    reference = tr.build_v2(c, seed=3)
+    path = str(tmp_path / "ckpt.best.pth.tar")
+    torch.save(tr.v2_file(reference), path)
+    variables = convert.load_torch_checkpoint(path, config)
+    gen = torch.Generator().manual_seed(7)
+    glance = tr.random_frames(2, c.num_glance_frames, c.input_size, gen).double()
+    focus = tr.random_frames(2, c.num_focus_frames, c.input_size, gen).double()
+    nhwc = lambda x: jnp.asarray(x.permute(0, 1, 3, 4, 2).numpy())  # noqa: E731
+    reference = reference.double()
+    with pytest.raises(ValueError, match="64-bit JAX"):
+        c64 = config.model.copy_and_resolve_references()
+        c64.dtype = "float64"
+        models.create_model(c64)
+    with jax.enable_x64(True):
+        c.dtype = "float64"
+        model = models.create_model(c)
+        variables = jax.tree.map(lambda a: np.asarray(a, np.float64), variables)
+        with torch.no_grad():
+            if dataset == "actnet":
+                want = reference(glance[:, tr.v2_frame_order(c.num_glance_frames)])
+                out = model.apply(variables, nhwc(glance))
+            else:
+                want = reference(glance, focus)
+                out = model.apply(variables, nhwc(glance), nhwc(focus))
+        assert out.logits.dtype == jnp.float64
+        np.testing.assert_allclose(out.actions, want["actions"].numpy(), atol=1e-12)
+        scale = max(1.0, float(np.abs(want["logits"].numpy()).max()))
+        assert float(np.abs(np.asarray(out.logits) - want["logits"].numpy()).max()) <= 1e-5 * scale
 
 
 @pytest.mark.parametrize("dataset", ["actnet", "sthv2"])

@@ -2,24 +2,24 @@
 
 import copy
 import functools
-import importlib.util
 import os
 
 import jax
 import numpy as np
 
 from adafocus_jax import data as data_lib
-from adafocus_jax import models, parallel, stages, train
+from adafocus_jax import config_lib, models, parallel, stages, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def config_module(name: str):
+    """The module of configs/<name>.py (its recipe tables STAGES, V2, PATCH_SIZES)."""
+    return config_lib.load_config_module(os.path.join(ROOT, "configs", f"{name}.py"))
+
+
 def tiny_config(dataset: str = "sthv2"):
-    spec = importlib.util.spec_from_file_location("tiny_config", os.path.join(ROOT, "configs",
-                                                                             "tiny.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(dataset)
+    return config_module("tiny").get_config(dataset)
 
 
 @functools.lru_cache(maxsize=None)

@@ -67,6 +67,9 @@ def default_synthetic_config() -> ml_collections.ConfigDict:
     c.val_digits = 300
     c.digit_size = 20               # the 8×8 digit is resized (bilinear) to this
     c.ink_contrast = 0.32           # halftone amplitude: a stroke pixel is bg ± ink_contrast
+    # The halftone carrier's period in pixels (see `halftone_carrier`): 2 (the default: a ±1
+    # checkerboard) or 3 (survives sub-pixel resampling, for the differentiable crop of AdaFocusV2).
+    c.halftone_period = 2
     c.ghost_contrast = 0.0          # mean brightness of ink (> 0: a faint blurred digit at glance size)
     c.plate_margin = 4              # the plate extends this far around the digit
     c.plate_contrast = 0.25         # plate brightness over the background (what the glance sees)
@@ -86,6 +89,30 @@ def default_synthetic_config() -> ml_collections.ConfigDict:
     c.speed_min = 1.0               # target speed, px/frame
     c.speed_max = 2.0
     return c
+
+
+def halftone_carrier(size: int, period: int) -> np.ndarray:
+    """The zero-mean pattern strokes are drawn with, float32 `[size, size]`, peak value 1.
+
+    Both periods vanish under the glance's antialiased ×2 down-sampling (`jax.image.resize`
+    "linear": per axis the taps [1, 3, 3, 1] / 8), which is what keeps the digit unreadable at
+    glance resolution:
+      * 2: the ±1 checkerboard (−1)^(y+x); its frequency, ½ cycle/px, is a zero of that filter.
+        A bilinear resample at a half-pixel offset averages neighbours of opposite sign and
+        erases it too: a patch cropped at a fractional position (AdaFocusV2's differentiable
+        crop) loses the strokes.
+      * 3: the outer product of cos(2πk/3) = (1, −½, −½) per axis; the filter passes 1/8 of it
+        per axis (1/64 overall), and a half-pixel bilinear resample keeps cos(π/3) = ½ per axis,
+        so strokes stay readable at every sub-pixel position.
+    """
+    k = np.arange(size)
+    if period == 2:
+        wave = np.where(k % 2 == 0, 1.0, -1.0)
+    elif period == 3:
+        wave = np.cos(2 * np.pi * (k % 3) / 3)
+    else:
+        raise ValueError(f"config.data.synthetic.halftone_period must be 2 or 3, got {period}")
+    return np.outer(wave, wave).astype(np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,8 +242,7 @@ class SyntheticSource:
         self._order = np.random.default_rng(
             [int(c.seed), _SPLIT_CODES[split], 1]).permutation(len(self.pool))
         s = self.frame_size
-        yy, xx = np.mgrid[:s, :s]
-        self._carrier = np.where((yy + xx) % 2 == 0, 1.0, -1.0).astype(np.float32)  # [S, S]
+        self._carrier = halftone_carrier(s, int(c.halftone_period))
         self._bg_matrix = _resize_matrix(s, int(c.background_grid))
         groups = max(int(c.hint_groups), 1)
         # Evenly spaced hues around the grey axis, zero mean over the channels.

@@ -11,20 +11,20 @@ import jax.numpy as jnp
 import ml_collections
 
 from adafocus_jax.families import NUM_CLASSES, STHSTH
-from adafocus_jax.recipes import PATCH_SIZES
 from adafocus_jax.models.adafocus import AdaFocus, AdaFocusOutput, Modes
 from adafocus_jax.models.v2 import AdaFocusV2, coarse_to_fine_order
 from adafocus_jax.rl import deterministic_actions, sample_actions
 
 # What differs between the two official code paths (adafocus_v1.md §1) follows the dataset's
 # family (`adafocus_jax.families`).
-MODEL_DTYPES = ("float32", "bfloat16")  # the precision policy: see adafocus_jax.models.adafocus
-# The default patch size of each dataset: the first of its official sizes.
-DEFAULT_PATCH = {dataset: sizes[0] for dataset, sizes in PATCH_SIZES.items()}
+# The precision policy: see adafocus_jax.models.adafocus. float64 exists for exact comparisons with
+# a float64 PyTorch reference (under `jax.enable_x64`), not for training.
+MODEL_DTYPES = ("float32", "bfloat16", "float64")
 
 
-def default_model_config(dataset: str, patch_size: int | None = None) -> ml_collections.ConfigDict:
-    """The official network for `dataset` (sthv1 | sthv2 | actnet | fcvid | minik).
+def default_model_config(dataset: str, patch_size: int) -> ml_collections.ConfigDict:
+    """The official network for `dataset` (sthv1 | sthv2 | actnet | fcvid | minik) on patches of
+    `patch_size` (the official sizes: `PATCH_SIZES` of configs/<dataset>.py).
 
     Something-Something: TSM MobileNetV2 on 8 glance frames, TSM ResNet-50 on 12 patches, one
     Gaussian patch location per video, logit-sum fusion. ActivityNet family: MobileNetV2 and
@@ -38,7 +38,7 @@ def default_model_config(dataset: str, patch_size: int | None = None) -> ml_coll
     c.input_size = 224           # frames arrive as S × S crops
     c.glance_size = 224          # the glance network's input size (nearest resize if different)
     c.glance_resize = "nearest"  # nearest (official) | linear | cubic | lanczos3 (antialiased)
-    c.patch_size = patch_size or DEFAULT_PATCH[dataset]
+    c.patch_size = patch_size
     c.num_glance_frames = 8 if sth else 16
     c.num_focus_frames = 12 if sth else 16
     c.dtype = "float32"          # compute precision: float32 | bfloat16 (params stay float32)
@@ -88,17 +88,16 @@ def to_v2_model_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDic
     return c
 
 
-def v2_model_config(dataset: str, patch_size: int | None = None) -> ml_collections.ConfigDict:
+def v2_model_config(dataset: str, patch_size: int) -> ml_collections.ConfigDict:
     """The official AdaFocusV2 network for `dataset` (see `to_v2_model_config`)."""
     return to_v2_model_config(default_model_config(dataset, patch_size))
 
 
 def tiny_model_config(dataset: str = "sthv2") -> ml_collections.ConfigDict:
     """The same architecture with tiny widths and inputs, for fast tests."""
-    c = default_model_config(dataset)
+    c = default_model_config(dataset, patch_size=32)
     c.num_classes = 5
     c.input_size = c.glance_size = 64
-    c.patch_size = 32
     if dataset in STHSTH:
         c.num_glance_frames, c.num_focus_frames = 2, 3
     else:
@@ -134,6 +133,10 @@ def validate_model_config(c: ml_collections.ConfigDict) -> None:
         raise ValueError("config.model.classifier.kind='gru' pairs with policy.per_frame=True")
     if c.dtype not in MODEL_DTYPES:
         raise ValueError(f"config.model.dtype must be one of {MODEL_DTYPES}, got {c.dtype!r}")
+    if c.dtype == "float64" and not jax.config.jax_enable_x64:
+        raise ValueError("config.model.dtype='float64' needs 64-bit JAX (`with "
+                         "jax.enable_x64(True):` or JAX_ENABLE_X64=1); it is meant for exact "
+                         "parity checks")
     version = c.get("version", "v1")
     if version not in ("v1", "v2"):
         raise ValueError(f"config.model.version={version!r}: expected v1 or v2")

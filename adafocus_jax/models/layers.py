@@ -62,13 +62,104 @@ class DepthwiseConv(nn.Conv):
         return out if bias is None else out + bias
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def pointwise_conv(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.ndarray:
+    """A 1×1 convolution, `[N, H, W, C]` × `[C, D]` → `[N, ceil(H/s), ceil(W/s), D]` (no padding).
+
+    The forward pass is XLA's convolution (fast on every backend); the backward pass is two
+    matmuls, dx = dy · Wᵀ (scattered back to the strided positions) and dW = Σ x_s ⊗ dy, instead
+    of the convolutions autodiff derives. Why: XLA:CPU computes the weight gradient of a 1×1
+    convolution as a convolution whose window is the whole feature map, 2–3× slower than the
+    same contraction as a matmul at ResNet-50's shapes (benchmarks/train_step.py).
+    """
+    return jax.lax.conv_general_dilated(x, kernel[None, None], (stride, stride), "VALID",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _pointwise_conv_fwd(x, kernel, stride):
+    return pointwise_conv(x, kernel, stride), (x, kernel)
+
+
+def _pointwise_conv_bwd(stride, residuals, grad):
+    x, kernel = residuals
+    strided = x[:, ::stride, ::stride] if stride > 1 else x
+    d_kernel = jnp.einsum("nhwc,nhwd->cd", strided, grad,
+                          preferred_element_type=jnp.float32).astype(kernel.dtype)
+    d_strided = jnp.einsum("nhwd,cd->nhwc", grad, kernel,
+                           preferred_element_type=jnp.float32).astype(x.dtype)
+    if stride == 1:
+        return d_strided, d_kernel
+    return jnp.zeros_like(x).at[:, ::stride, ::stride].set(d_strided), d_kernel
+
+
+pointwise_conv.defvjp(_pointwise_conv_fwd, _pointwise_conv_bwd)
+
+
+class PointwiseConv(nn.Conv):
+    """A 1×1 convolution (`kernel_size == (1, 1)`, no padding, no groups) through
+    `pointwise_conv`: the same parameters as the `nn.Conv` it replaces (`kernel` `[1, 1, C, D]`,
+    optional `bias` `[D]`, same initialisers) and the same forward computation; only the
+    gradient is computed differently (matmuls)."""
+
+    @nn.compact
+    def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:
+        """`[N, H, W, C]` → `[N, ceil(H/s), ceil(W/s), features]`."""
+        channels = inputs.shape[-1]
+        if tuple(self.kernel_size) != (1, 1) or self.feature_group_count != 1 or \
+                self.padding not in ("VALID", ((0, 0), (0, 0))):
+            raise ValueError(f"PointwiseConv {self.name}: needs a 1×1 kernel, one group and no "
+                             f"padding, got {self.kernel_size}, {self.feature_group_count}, "
+                             f"{self.padding}")
+        sh, sw = (self.strides, self.strides) if isinstance(self.strides, int) else self.strides
+        if sh != sw:
+            raise ValueError(f"PointwiseConv {self.name}: needs equal strides, got {self.strides}")
+        kernel = self.param("kernel", self.kernel_init, (1, 1, channels, self.features),
+                            self.param_dtype)
+        bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+                if self.use_bias else None)
+        x, kernel, bias = nn.dtypes.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
+        out = pointwise_conv(x, kernel[0, 0], int(sh))
+        return out if bias is None else out + bias
+
+
+def max_pool(x: jnp.ndarray, window: int, stride: int, padding: int) -> jnp.ndarray:
+    """PyTorch's `MaxPool2d(window, stride, padding)` (−inf padding), `[N, H, W, C]` →
+    `[N, H_out, W_out, C]`, H_out = (H + 2·padding − window) // stride + 1, as the maximum of the
+    window² strided slices.
+
+    Same values as `nn.max_pool`; the gradient differs only in ties, which `jnp.maximum` shares
+    among the tied elements where `reduce_window` gives it to one (after a ReLU the tied zeros get
+    no gradient either way). Why: XLA:CPU differentiates `reduce_window` max with an argmax-tracking window
+    reduction (index tensors of the whole input), several times slower than these fused
+    elementwise selects at ResNet-50's stem shapes.
+    """
+    x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)),
+                constant_values=-jnp.inf)
+    n, h, w, c = x.shape
+    ho, wo = (h - window) // stride + 1, (w - window) // stride + 1
+    out = None
+    for i in range(window):
+        for j in range(window):
+            tap = jax.lax.slice(x, (0, i, j, 0),
+                                (n, i + (ho - 1) * stride + 1, j + (wo - 1) * stride + 1, c),
+                                (1, stride, stride, 1))
+            out = tap if out is None else jnp.maximum(out, tap)
+    return out
+
+
 def conv(features: int, kernel: int, stride: int = 1, *, groups: int = 1, bias: bool = False,
          dtype: Any = jnp.float32, name: str | None = None) -> nn.Conv:
     """A conv with PyTorch's symmetric padding `kernel // 2` (never 'SAME', which pads asymmetrically
     for strided convs and would shift every output by half a pixel). `groups == features > 1`
-    means depthwise (the input must have `features` channels): `DepthwiseConv`."""
+    means depthwise (the input must have `features` channels): `DepthwiseConv`; a 1×1 kernel
+    without groups is a `PointwiseConv` (the same function, a faster gradient)."""
     pad = kernel // 2
-    cls = DepthwiseConv if groups == features and groups > 1 else nn.Conv
+    if groups == features and groups > 1:
+        cls = DepthwiseConv
+    elif kernel == 1 and groups == 1:
+        cls = PointwiseConv
+    else:
+        cls = nn.Conv
     return cls(features, (kernel, kernel), strides=(stride, stride),
                padding=((pad, pad), (pad, pad)), feature_group_count=groups, use_bias=bias,
                dtype=dtype, name=name)

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from adafocus_jax.models.layers import BatchNorm, conv, spatial_mean
+from adafocus_jax.models.layers import BatchNorm, conv, max_pool, spatial_mean
 from adafocus_jax.models.temporal_shift import temporal_shift
 
 
@@ -93,7 +93,7 @@ class ResNet(nn.Module):
         y = conv(self.width, 7, 2, dtype=self.dtype, name="conv1")(x)
         y = nn.relu(BatchNorm(use_running_average=not train, dtype=self.dtype, name="bn1")(y))
         # Max-pool pads with -inf, exactly like PyTorch's MaxPool2d(3, 2, padding=1).
-        y = nn.max_pool(y, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        y = max_pool(y, 3, 2, 1)
         for stage, num_blocks in enumerate(self.stage_sizes):
             for block in range(num_blocks):
                 y = Bottleneck(self.width * 2 ** stage,
