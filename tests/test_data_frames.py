@@ -166,3 +166,26 @@ def test_decode_tunes_glibc_malloc_unless_the_environment_says_otherwise():
     glibc = sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION") is not None
     assert tuned == str(glibc)
     assert untouched == "False"
+
+
+def test_crop_scales_limit_the_training_crop():
+    """`data.crop_scales=(1.0,)`: every training crop is the whole frame, resized, i.e. exactly
+    the evaluation view with scale_size = input_size; the official scales crop inside it."""
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
+              for _ in range(3)]
+    c = data_lib.default_data_config("actnet")
+    c.update(dict(input_size=32, scale_size=32, flip=False, num_glance_frames=3))
+    assert tuple(c.crop_scales) == transforms.OFFICIAL_CROP_SCALES
+    load = lambda indices: [frames[i - 1] for i in indices]  # noqa: E731
+    evaluation = frames_lib.ExampleMaker(c)(3, [0], load, None, 0)["glance"]
+    official = [frames_lib.ExampleMaker(c)(3, [0], load, np.random.default_rng(s), 0)["glance"]
+                for s in range(8)]
+    assert sum(np.array_equal(x, evaluation) for x in official) < 8
+    c.crop_scales = (1.0,)
+    whole = [frames_lib.ExampleMaker(c)(3, [0], load, np.random.default_rng(s), 0)["glance"]
+             for s in range(8)]
+    assert all(np.array_equal(x, evaluation) for x in whole)
+    c.crop_scales = (1.5,)
+    with pytest.raises(ValueError, match="crop_scales"):
+        frames_lib.ExampleMaker(c)

@@ -24,6 +24,7 @@ import importlib
 
 import ml_collections
 
+from adafocus_jax.data import transforms
 from adafocus_jax.data.errors import DataError
 from adafocus_jax.families import NUM_CLASSES, STHSTH
 from adafocus_jax.data.loader import Loader, make_loader
@@ -87,6 +88,8 @@ def default_data_config(dataset: str) -> ml_collections.ConfigDict:
     c.input_size = 224
     c.scale_size = 256                   # eval: shorter side to this, then centre crop
     c.flip = flip                        # never for Something-Something
+    # Training crop: GroupMultiScaleCrop with these fractions of the shorter side (official).
+    c.crop_scales = transforms.OFFICIAL_CROP_SCALES
     c.short_video = short_video          # first_frame (TSM) | repeat_last (AR-Net)
     c.eval_num_clips = 1                 # > 1: multi-clip testing (not official)
     c.eval_num_crops = 1                 # 1 | 3 | 10 (not official beyond 1)

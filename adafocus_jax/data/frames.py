@@ -82,6 +82,8 @@ class ExampleMaker:
         self.input_size = int(c.input_size)
         self.scale_size = int(c.scale_size)
         self.flip = bool(c.flip)
+        self.crop_scales = tuple(float(x) for x in c.get("crop_scales",
+                                                         transforms.OFFICIAL_CROP_SCALES))
         self.short_video = str(c.short_video)
         self.num_clips = int(c.eval_num_clips)
         self.num_crops = int(c.eval_num_crops)
@@ -91,6 +93,8 @@ class ExampleMaker:
             (self.num_glance >= 1, "num_glance_frames must be >= 1"),
             (not self.separate_focus or self.num_focus >= 1, "num_focus_frames must be >= 1"),
             (self.input_size >= 1, "input_size must be >= 1"),
+            (len(self.crop_scales) >= 1 and all(0 < x <= 1 for x in self.crop_scales),
+             f"crop_scales must be fractions in (0, 1], got {self.crop_scales}"),
             (self.scale_size >= self.input_size, "scale_size must be >= input_size"),
             (self.short_video in transforms.SHORT_VIDEO_MODES,
              f"short_video must be one of {transforms.SHORT_VIDEO_MODES}"),
@@ -124,7 +128,7 @@ class ExampleMaker:
         """One frame list -> uint8 `[crops, T, S, S, 3]` (crops = 1 in training)."""
         if rng is not None:
             return transforms.train_transform(frames, rng, input_size=self.input_size,
-                                              flip=self.flip)[None]
+                                              scales=self.crop_scales, flip=self.flip)[None]
         views = transforms.eval_transform(frames, input_size=self.input_size,
                                           scale_size=self.scale_size, num_crops=self.num_crops)
         return views if self.num_crops > 1 else views[None]

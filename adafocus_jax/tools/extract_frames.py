@@ -37,7 +37,7 @@ import os
 import shutil
 import sys
 import time
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 from PIL import Image
 
@@ -118,7 +118,8 @@ def extract_video(video_path: str, out_dir: str, *, height: int = 360, fps: floa
     return written
 
 
-def _count_existing(out_dir: str, template: str) -> int:
+def count_existing(out_dir: str, template: str) -> int:
+    """Frames 1, 2, ... already in `out_dir` (a finished folder; 0 if none)."""
     n = 0
     while os.path.exists(os.path.join(out_dir, template.format(n + 1))):
         n += 1
@@ -129,7 +130,7 @@ def _job(args) -> tuple[str, int, str | None]:
     relative, videos, output, height, fps, template, quality, overwrite = args
     out_dir = os.path.join(output, output_name(relative))
     if not overwrite and os.path.isdir(out_dir):
-        n = _count_existing(out_dir, template)
+        n = count_existing(out_dir, template)
         if n:
             return relative, n, None
     try:
@@ -138,6 +139,25 @@ def _job(args) -> tuple[str, int, str | None]:
         return relative, n, None
     except Exception as e:  # reported per video, the run goes on
         return relative, 0, str(e)
+
+
+def run_jobs(fn: Callable, jobs: Sequence, workers: int, *, progress: bool = True,
+             unit: str = "video") -> Iterator:
+    """Yields `fn(job)` for every job, in order, with a progress bar (rate and ETA).
+
+    workers 1 runs in this process; more use a process pool (`fn` must be picklable).
+    """
+    from tqdm import tqdm  # a dependency of tensorflow-datasets
+    with tqdm(total=len(jobs), unit=unit, disable=not progress, dynamic_ncols=True) as bar:
+        if workers == 1:
+            for job in jobs:
+                yield fn(job)
+                bar.update(1)
+        else:
+            with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+                for result in pool.map(fn, jobs, chunksize=1):
+                    yield result
+                    bar.update(1)
 
 
 class _Labeller:
@@ -227,21 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.makedirs(args.output, exist_ok=True)
     jobs = [(v, args.videos, args.output, args.height, args.fps, args.template, args.quality,
              args.overwrite) for v in videos]
-    results: dict[str, tuple[int, str | None]] = {}
-    from tqdm import tqdm  # a dependency of tensorflow-datasets
-    bar = tqdm(total=len(jobs), unit="video", disable=args.no_progress, dynamic_ncols=True)
     t0 = time.time()
-    if args.workers == 1:
-        for job in jobs:
-            relative, n, error = _job(job)
-            results[relative] = (n, error)
-            bar.update(1)
-    else:
-        with concurrent.futures.ProcessPoolExecutor(args.workers) as pool:
-            for relative, n, error in pool.map(_job, jobs, chunksize=1):
-                results[relative] = (n, error)
-                bar.update(1)
-    bar.close()
+    results = {relative: (n, error) for relative, n, error in
+               run_jobs(_job, jobs, args.workers, progress=not args.no_progress)}
     failed = {v: e for v, (n, e) in results.items() if e}
     total = sum(n for n, _ in results.values())
     print(f"{len(videos) - len(failed)}/{len(videos)} videos, {total} frames in "

@@ -174,30 +174,49 @@ def draw_box(frame: np.ndarray, row: int, col: int, size: int) -> np.ndarray:
     return np.asarray(image)
 
 
-def overlay_frames(example, out, model_config) -> list[np.ndarray]:
-    """One uint8 `[S, 2S + PANEL_GAP, 3]` image per local frame: left the glance frame the glance
-    network saw (nearest-enlarged from G to S; glance frame ⌊t·T_G/T_L⌋ for local frame t), right
-    local frame t with the patch of its policy step drawn on it."""
+def overlay_frames(example, out, model_config,
+                   more_offsets: Sequence[np.ndarray] = ()) -> list[np.ndarray]:
+    """One uint8 `[S, (1 + n) S + n PANEL_GAP, 3]` image per local frame (n = 1 + len(more_offsets)):
+    left the glance frame the glance network saw (nearest-enlarged from G to S; glance frame
+    ⌊t·T_G/T_L⌋ for local frame t), then local frame t with the patch of its policy step drawn on
+    it, from `out["patch_offsets"]` `[St, 2]` and then from each of `more_offsets` (`[St, 2]` int,
+    e.g. random patches to compare with), one panel each."""
     local = example.get("focus", example["glance"])
     glance = out["glance_view"]
     size = local.shape[1]
     t_local, t_glance = local.shape[0], glance.shape[0]
     patch = int(model_config.patch_size)
+    patch_sets = [np.asarray(out["patch_offsets"])] + [np.asarray(o) for o in more_offsets]
+    for offsets in patch_sets[1:]:
+        if offsets.shape != patch_sets[0].shape:
+            raise ValueError(f"overlay_frames: more_offsets of shape {offsets.shape}, expected "
+                             f"{patch_sets[0].shape} (one [row, col] per policy step)")
     step_of = {}
-    for s in range(out["patch_offsets"].shape[0]):
+    for s in range(patch_sets[0].shape[0]):
         for t in step_frames(model_config, s):
             step_of[t] = s
     frames = []
     for t in range(t_local):
         g = glance[min(t_glance - 1, t * t_glance // t_local)]
-        g = np.asarray(Image.fromarray(g).resize((size, size), Image.NEAREST))
-        row, col = (int(v) for v in out["patch_offsets"][step_of[t]])
-        boxed = draw_box(local[t], row, col, patch)
-        canvas = np.zeros((size, 2 * size + PANEL_GAP, 3), np.uint8)
-        canvas[:, :size] = g
-        canvas[:, size + PANEL_GAP:] = boxed
+        canvas = np.zeros((size, (1 + len(patch_sets)) * (size + PANEL_GAP) - PANEL_GAP, 3),
+                          np.uint8)
+        canvas[:, :size] = np.asarray(Image.fromarray(g).resize((size, size), Image.NEAREST))
+        for k, offsets in enumerate(patch_sets, start=1):
+            row, col = (int(v) for v in offsets[step_of[t]])
+            left = k * (size + PANEL_GAP)
+            canvas[:, left:left + size] = draw_box(local[t], row, col, patch)
         frames.append(canvas)
     return frames
+
+
+def encode_gif(frames: Sequence[np.ndarray], fps: float = 4.0) -> bytes:
+    """uint8 `[H, W, 3]` frames as the bytes of a looping animated GIF (PIL)."""
+    import io
+    images = [Image.fromarray(f) for f in frames]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], loop=0,
+                   duration=int(round(1000 / fps)), optimize=False)
+    return buffer.getvalue()
 
 
 def write_overlay(frames: list[np.ndarray], path: str, fps: float = 4.0) -> None:
@@ -205,9 +224,8 @@ def write_overlay(frames: list[np.ndarray], path: str, fps: float = 4.0) -> None
     ext = os.path.splitext(path)[1].lower()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if ext == ".gif":
-        images = [Image.fromarray(f) for f in frames]
-        images[0].save(path, save_all=True, append_images=images[1:], loop=0,
-                       duration=int(round(1000 / fps)), optimize=False)
+        with open(path, "wb") as f:
+            f.write(encode_gif(frames, fps))
     elif ext == ".mp4":
         import av
         h, w = frames[0].shape[:2]
