@@ -34,7 +34,7 @@ import dataclasses
 import math
 import re
 import zlib
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -114,6 +114,26 @@ V2_HYPER_KEYS = ("lr", "mult", "num_epochs", "batch_size", "weight_decay", "extr
                  "eval_every_epochs", "restore")
 
 
+def _check_hyper(hyper: Mapping, keys: Sequence[str], what: str) -> None:
+    """Raises a ValueError naming the missing and unknown keys of a config's `what` table."""
+    missing = [k for k in keys if k not in hyper]
+    unknown = sorted(k for k in hyper if k not in keys)
+    if missing or unknown:
+        raise ValueError(f"{what.lower()} hyper-parameters (a config's {what}): missing {missing}, "
+                         f"unknown {unknown}; expected the keys {keys}")
+
+
+def _one_stage(loss: str, hyper: Mapping):
+    """The recipe of a one-stage mechanism (V2, Uni): every network trains, policy patches, lr =
+    `hyper["lr"]` × the per-module multiplier, the table's epochs / batch / eval / restore."""
+    return recipe(
+        loss=loss, patch_mode="policy", modes={m: True for m in MODULES},
+        lr={m: hyper["lr"] * mult for m, mult in hyper["mult"].items()},
+        num_epochs=hyper["num_epochs"], batch_size=hyper["batch_size"],
+        eval_every_epochs=hyper["eval_every_epochs"], eval_patch_mode="policy",
+        restore=hyper["restore"], extra_epoch=hyper["extra_epoch"])
+
+
 def v2_stages(hyper: Mapping) -> ml_collections.ConfigDict:
     """The one AdaFocusV2 stage ("v2"): loss "v2" (policy + random patches, every network in train
     mode), SGD, cosine, lr = `hyper["lr"]` × the per-module multiplier `hyper["mult"]`.
@@ -124,18 +144,9 @@ def v2_stages(hyper: Mapping) -> ml_collections.ConfigDict:
     Raises:
       ValueError naming the missing or unknown keys of `hyper`.
     """
-    missing = [k for k in V2_HYPER_KEYS if k not in hyper]
-    unknown = sorted(k for k in hyper if k not in V2_HYPER_KEYS)
-    if missing or unknown:
-        raise ValueError(f"v2 hyper-parameters (a config's V2): missing {missing}, unknown "
-                         f"{unknown}; expected the keys {V2_HYPER_KEYS}")
+    _check_hyper(hyper, V2_HYPER_KEYS, "V2")
     s = ml_collections.ConfigDict()
-    s.v2 = recipe(
-        loss="v2", patch_mode="policy", modes={m: True for m in MODULES},
-        lr={m: hyper["lr"] * mult for m, mult in hyper["mult"].items()},
-        num_epochs=hyper["num_epochs"], batch_size=hyper["batch_size"],
-        eval_every_epochs=hyper["eval_every_epochs"], eval_patch_mode="policy",
-        restore=hyper["restore"], extra_epoch=hyper["extra_epoch"])
+    s.v2 = _one_stage("v2", hyper)
     s.v2.weight_decay = hyper["weight_decay"]
     s.v2.clip_grad_norm = hyper["clip"]
     return s
@@ -159,18 +170,9 @@ def uni_stages(hyper: Mapping) -> ml_collections.ConfigDict:
     Raises:
       ValueError naming the missing or unknown keys of `hyper`.
     """
-    missing = [k for k in UNI_HYPER_KEYS if k not in hyper]
-    unknown = sorted(k for k in hyper if k not in UNI_HYPER_KEYS)
-    if missing or unknown:
-        raise ValueError(f"uni hyper-parameters (a config's UNI): missing {missing}, unknown "
-                         f"{unknown}; expected the keys {UNI_HYPER_KEYS}")
+    _check_hyper(hyper, UNI_HYPER_KEYS, "UNI")
     s = ml_collections.ConfigDict()
-    s.uni = recipe(
-        loss="uni", patch_mode="policy", modes={m: True for m in MODULES},
-        lr={m: hyper["lr"] * mult for m, mult in hyper["mult"].items()},
-        num_epochs=hyper["num_epochs"], batch_size=hyper["batch_size"],
-        eval_every_epochs=hyper["eval_every_epochs"], eval_patch_mode="policy",
-        restore=hyper["restore"], extra_epoch=hyper["extra_epoch"])
+    s.uni = _one_stage("uni", hyper)
     s.uni.weight_decay = hyper["weight_decay"]
     s.uni.lr_groups = ",".join(f"{path}={hyper['lr'] * mult:g}"
                                for path, mult in hyper["group_mult"].items())

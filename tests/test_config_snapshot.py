@@ -4,7 +4,9 @@ from the code BEFORE that change (s17 at 156a193, which differs from the first s
 only in configs/synthetic.py's new halftone option), so it is a regression check, not a copy of the
 code under test. It was rewritten once, at the Uni-AdaFocus merge (issue 14), after checking that
 the only differences were the new recipe fields `lr_groups` ("" in every stage's config, {} when
-resolved) and `uni` ({} when resolved), and the `mode=v3` error now naming mode=uni.
+resolved) and `uni` ({} when resolved), and the `mode=v3` error now naming mode=uni; and again at
+the own-data merge (issue 13), after checking that all 123 differences were the new data key
+`crop_scales` (the official multi-scale crop's scales, the value the loader used before).
 
 For each config and option string it holds the ConfigDict (`to_dict()`, tuples kept apart from
 lists, ints from floats) or the error it raises, and every stage's resolved recipe

@@ -19,6 +19,18 @@ import jax.numpy as jnp
 BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
 
 
+def window_taps(x: jnp.ndarray, kh: int, kw: int, sh: int, sw: int):
+    """The kh·kw strided views of a padded `[N, H, W, C]` input that a (kh, kw) window with strides
+    (sh, sw) reads: yields (i, j, `[N, H_out, W_out, C]`) with H_out = (H − kh) // sh + 1."""
+    n, h, w, c = x.shape
+    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    for i in range(kh):
+        for j in range(kw):
+            yield i, j, jax.lax.slice(x, (0, i, j, 0),
+                                      (n, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, c),
+                                      (1, sh, sw, 1))
+
+
 class DepthwiseConv(nn.Conv):
     """A depthwise conv (`feature_group_count == features ==` input channels) computed as k·k
     shifted multiply-adds instead of a grouped `lax.conv_general_dilated`.
@@ -50,15 +62,10 @@ class DepthwiseConv(nn.Conv):
         x, kernel, bias = nn.dtypes.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
         (pt, pb), (pl, pr) = self.padding
         x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-        n, h, w, _ = x.shape
-        ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
         out = None
-        for i in range(kh):
-            for j in range(kw):
-                tap = jax.lax.slice(x, (0, i, j, 0),
-                                    (n, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, channels),
-                                    (1, sh, sw, 1)) * kernel[i, j, 0]
-                out = tap if out is None else out + tap
+        for i, j, tap in window_taps(x, kh, kw, sh, sw):
+            tap = tap * kernel[i, j, 0]
+            out = tap if out is None else out + tap
         return out if bias is None else out + bias
 
 
@@ -135,15 +142,9 @@ def max_pool(x: jnp.ndarray, window: int, stride: int, padding: int) -> jnp.ndar
     """
     x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)),
                 constant_values=-jnp.inf)
-    n, h, w, c = x.shape
-    ho, wo = (h - window) // stride + 1, (w - window) // stride + 1
     out = None
-    for i in range(window):
-        for j in range(window):
-            tap = jax.lax.slice(x, (0, i, j, 0),
-                                (n, i + (ho - 1) * stride + 1, j + (wo - 1) * stride + 1, c),
-                                (1, stride, stride, 1))
-            out = tap if out is None else jnp.maximum(out, tap)
+    for _, _, tap in window_taps(x, window, window, stride, stride):
+        out = tap if out is None else jnp.maximum(out, tap)
     return out
 
 
