@@ -107,20 +107,6 @@ def _int(options: dict, key: str, default: int) -> int:
     return out
 
 
-def _small_model(model: ml_collections.ConfigDict) -> None:
-    """The synthetic benchmark's small widths (configs/synthetic.py), in place."""
-    model.glance_resize = "linear"
-    model.glancer.width_mult = 0.25
-    model.glancer.last_channel = 96
-    model.focuser.stage_sizes = (1, 1, 1, 1)
-    model.focuser.width = 8
-    model.policy.grid_size = 3
-    model.policy.hidden_dim = 128
-    model.policy.encoder_channels = 32
-    model.classifier.hidden_dim = 128
-    model.classifier.dropout = 0.2
-
-
 def _small_schedule(config: ml_collections.ConfigDict, family: str, scale: float) -> None:
     schedule = _SMALL_ACTNET if family == "actnet" else _SMALL_STHV2
     for name, spec in schedule.items():
@@ -223,7 +209,7 @@ def get_config(arg=None):
     config.benchmark.max_batches = 0
     config.ckpt.async_save = False
     if small:
-        _small_model(m)
+        config_lib.sibling_config(__file__, "synthetic").small_model(m)
         d.crop_scales = SMALL_CROP_SCALES
         _small_schedule(config, family, scale)
         config.allow_random_init = True   # small networks train from scratch

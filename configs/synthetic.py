@@ -48,8 +48,15 @@ def _model_config() -> ml_collections.ConfigDict:
     m.num_classes = synthetic.NUM_CLASSES
     m.input_size = FRAME
     m.glance_size = GLANCE
-    m.glance_resize = "linear"          # antialiased: the halftone strokes average away
     m.num_glance_frames = m.num_focus_frames = FRAMES
+    small_model(m)
+    return m
+
+
+def small_model(m: ml_collections.ConfigDict) -> None:
+    """The small widths of this benchmark's networks, in place (configs/custom.py's small preset
+    uses them too)."""
+    m.glance_resize = "linear"          # antialiased: the halftone strokes average away
     m.glancer.width_mult = 0.25
     m.glancer.last_channel = 96
     m.focuser.stage_sizes = (1, 1, 1, 1)
@@ -59,7 +66,6 @@ def _model_config() -> ml_collections.ConfigDict:
     m.policy.encoder_channels = 32
     m.classifier.hidden_dim = 128
     m.classifier.dropout = 0.2
-    return m
 
 
 def _data_config() -> ml_collections.ConfigDict:
