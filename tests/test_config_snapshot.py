@@ -6,7 +6,11 @@ code under test. It was rewritten once, at the Uni-AdaFocus merge (issue 14), af
 the only differences were the new recipe fields `lr_groups` ("" in every stage's config, {} when
 resolved) and `uni` ({} when resolved), and the `mode=v3` error now naming mode=uni; and again at
 the own-data merge (issue 13), after checking that all 123 differences were the new data key
-`crop_scales` (the official multi-scale crop's scales, the value the loader used before).
+`crop_scales` (the official multi-scale crop's scales, the value the loader used before); and
+at the Uni synthetic benchmark (issue 14, item 4), after checking that the 11 differences were the
+new synthetic data key `digit_frames` (0, every frame shows the digit, as before) in the 9
+synthetic configs that build and the unknown-option error of configs/synthetic.py now listing
+`mode=uni` and `digit_frames=<L>`.
 
 For each config and option string it holds the ConfigDict (`to_dict()`, tuples kept apart from
 lists, ints from floats) or the error it raises, and every stage's resolved recipe

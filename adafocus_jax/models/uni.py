@@ -275,8 +275,12 @@ class UniAdaFocus(AdaFocusV2):
     def policy_frames(self, frames: jnp.ndarray, weights_t: jnp.ndarray, actions: jnp.ndarray,
                       offsets):
         """The K chosen frames `[B, K, S, S, 3]`, their indices `[B, K]` and the glance actions
-        interpolated to them `[B, K, 4]` (u = `offsets`: stratified in training, 0.5 at test)."""
+        interpolated to them `[B, K, 4]` (u = `offsets`: stratified in training, 0.5 at test).
+        `config.model.policy.frame_choice = "uniform"` (a baseline) ignores the policy: uniform
+        weights, i.e. frames floor((i + u) · N / K)."""
         cfg = self.config
+        if cfg.policy.get("frame_choice", "policy") == "uniform":
+            weights_t = jnp.full_like(weights_t, 1.0 / weights_t.shape[-1])
         indices = rl.quantile_frame_indices(weights_t, cfg.num_candidate_frames,
                                             cfg.num_focus_frames, offsets)
         per_frame = crop_lib.interpolate_actions(actions, cfg.num_candidate_frames)

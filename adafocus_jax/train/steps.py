@@ -114,7 +114,8 @@ def make_train_step(model: models.AdaFocus, recipe: stages.StageRecipe,
             for key, offsets in (("target_hit", rollout["offsets"]),
                                  ("random_target_hit", rollout["random_offsets"])):
                 metrics[key] = masked_mean(metrics_lib.patch_hit_fraction(
-                    offsets, batch["target_box"], int(model.config.patch_size)), mask)
+                    offsets, batch["target_box"], int(model.config.patch_size),
+                    batch.get("target_present")), mask)
         metrics.update(jax.tree.map(last, norms))
         metrics.update(lr_metrics(state.step))
         return new_state, metrics
