@@ -11,6 +11,16 @@ training) it evaluates, with `adafocus_jax.evaluate.evaluate_model`:
 | `oracle` | the same networks | the patch centred on the digit (the data knows it): what a perfect locator would show (not a bound: the networks are fine-tuned on grid-cell patches, where the digit sits off-centre) |
 | `full_frame` | the local network + its fc on every whole frame (stage-0 head) | none |
 | `glance_only` | the glance network + its head on every frame (stage-0 head) | none |
+| `uniform_frames` | Uni-AdaFocus only: the same networks on uniformly spaced frames (`config.model.policy.frame_choice = "uniform"`) | the learned boxes |
+
+A Uni-AdaFocus run (`config.model.version == "uni"`, configs/synthetic.py:mode=uni) evaluates
+`learned` (the temporal policy's frames, the spatial policy's boxes), `uniform_frames` (same number
+of local frames, same boxes policy, equal cost), `random` / `center` (the policy's frames, random or
+centre boxes of side P), `full_frame` and `glance_only` (on all N candidate frames); no `oracle`
+(the model takes no given boxes). Its JSON adds `uni_learned` and `uni_uniform_frames` (copies of
+those rows), per patch row `frame_hit` (% of the chosen frames that show the digit, on data with
+`target_present`), and in `meta` `margin_vs_uniform_frames` and `required_frame_margin`
+(`config.benchmark.required_frame_margin`, 5 points); `passed` then also needs that margin.
 
 and writes `WORKDIR/<dataset>_benchmark.json` (`synthetic_benchmark.json` for the synthetic data):
 
@@ -44,7 +54,8 @@ Entry points:
         # adds the real early-exit section `early_exit` (early_exit_section) to the JSON.
 
 Config keys read: `config.benchmark.{split, full_frame_stage, batch_size, max_batches,
-required_margin, variants}` (all optional but `split`), `config.dataset`, `config.seed`.
+required_margin, required_frame_margin, variants}` (all optional but `split`), `config.dataset`,
+`config.seed`.
 """
 
 import json

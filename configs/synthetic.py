@@ -33,6 +33,11 @@ Why these choices:
   ImageNet weights), and with a few hundred steps SGD stayed at chance on this data (measured).
 * An "epoch" is 1,024 freshly drawn training videos; the official extra epoch at learning rate 0
   is dropped (it would only cost time).
+* `:mode=uni` (Uni-AdaFocus) runs on the *which-frames* variant of the data
+  (`config.data.synthetic.digit_frames`, see `UNI_FRAMES`): the digit is in 2 of 8 candidate
+  frames, so the temporal policy has something to choose, and the benchmark compares its frames
+  with uniformly spaced ones at equal cost (`uniform_frames`). Stage 0 is the V1 recipe's, on the
+  same 8-frame videos (the frames without the digit included).
 """
 
 import ml_collections
