@@ -93,18 +93,25 @@ def test_uniform_frame_choice_gives_uniformly_spaced_frames():
     learned = models.create_model(config)
     c.policy.frame_choice = "uniform"
     uniform = models.create_model(config)
-    frames = jnp.asarray(np.random.default_rng(0).normal(size=(3, 12, 64, 64, 3)), jnp.float32)
-    variables = models.init_variables(learned, jax.random.key(0))
-    # Make the temporal policy's weights far from uniform (its last conv scaled up).
-    out_conv = variables["params"]["policy"]["temporal"]["out"]
-    out_conv["kernel"] = out_conv["kernel"] * 50.0
-    out = uniform.apply(variables, frames)
-    # floor((i + 0.5) · 12 / 3) for i = 0, 1, 2, for every video.
-    np.testing.assert_array_equal(out.frame_indices, [[2, 6, 10]] * 3)
-    policy = learned.apply(variables, frames)
-    assert not np.array_equal(policy.frame_indices, out.frame_indices)
-    # Same boxes policy: the spatial actions are the same function, read at other frames.
-    np.testing.assert_allclose(out.dist_params, policy.dist_params, rtol=1e-6)
+    # Frame i of video b holds the number 100 b + i; video 0's weights are uniform, video 1's not.
+    frames = (100.0 * np.arange(2)[:, None] + np.arange(12)[None, :]).reshape(2, 12, 1, 1, 1)
+    weights = jnp.asarray([[0.25, 0.25, 0.25, 0.25], [0.1, 0.1, 0.1, 0.7]], jnp.float32)
+    actions = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 4, 4)), jnp.float32)
+
+    def choose(model):
+        return model.apply({}, jnp.asarray(frames, jnp.float32), weights, actions, 0.5,
+                           method="policy_frames")
+
+    focus, indices, chosen = choose(uniform)
+    # floor((i + 0.5) · 12 / 3) for i = 0, 1, 2, whatever the weights.
+    np.testing.assert_array_equal(indices, [[2, 6, 10]] * 2)
+    np.testing.assert_array_equal(focus[..., 0, 0, 0], [[2, 6, 10], [102, 106, 110]])
+    _, l_indices, l_chosen = choose(learned)
+    # The policy's frames: the uniform ones for uniform weights, others for video 1.
+    np.testing.assert_array_equal(l_indices[0], [2, 6, 10])
+    assert not np.array_equal(l_indices[1], indices[1])
+    # Same boxes policy: at the same frames, the same (interpolated) actions.
+    np.testing.assert_allclose(l_chosen[0], chosen[0])
     c.policy.frame_choice = "evenly"
     with pytest.raises(ValueError, match="frame_choice='evenly'"):
         models.create_model(config)
