@@ -9,6 +9,7 @@ and Uni files); `_check_version`, `_check_architecture` (V1) and `_check_one_sta
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from typing import Any, Mapping, Sequence
 
@@ -194,7 +195,17 @@ def _split_by_rules(path: str, state: dict, rules, what: str) -> dict[str, _Sour
             raise CheckpointError(f"{path}: unexpected key {full_key!r} in 'state_dict' of {what}")
     if dropped:
         logging.info("%s: dropping the unused ImageNet heads %s", path, sorted(dropped))
-    return {m: _Source(g, "'state_dict'", rename=lambda k, n=names[m]: n.get(k, k))
+
+    def file_key(module: str, key: str) -> str:
+        """The file's name of our `key` (also of one the file lacks: by the module's rules)."""
+        if key in names[module]:
+            return names[module][key]
+        for theirs, rule_module, ours in sorted(rules, key=lambda r: -len(r[2] or "")):
+            if rule_module == module and key.startswith(ours):
+                return prefix + theirs + key[len(ours):]
+        return prefix + key
+
+    return {m: _Source(g, "'state_dict'", rename=functools.partial(file_key, m))
             for m, g in groups.items() if g}
 
 
