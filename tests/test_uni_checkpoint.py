@@ -175,6 +175,14 @@ def test_uni_checkpoint_errors_name_the_key(uni_file, tmp_path):
     torch.save(tr.v2_file(tr.ANetAdaFocusV2(v2)), v2_path)
     with pytest.raises(convert.CheckpointError, match="AdaFocusV2 checkpoint.*mode=v2"):
         convert.load_torch_checkpoint(v2_path, config)
+    # Without the DDP prefix (a state dict saved from the bare model) the layout is the same.
+    bare = _edited(path, tmp_path, lambda s: s.update(
+        {k[len("module."):]: s.pop(k) for k in list(s)}))
+    assert convert.inspect_torch_checkpoint(bare).kind == "uni_actnet"
+    one = convert.load_torch_checkpoint(bare, config, parts=["policy"], allow_partial=True)
+    np.testing.assert_array_equal(
+        one["params"]["policy"]["aux_fc"]["kernel"],
+        torch.load(path, weights_only=True)["state_dict"]["module.aux_fc.weight"].numpy().T)
     # The TSM (Sth-Sth) Uni layout is recognised and refused by name.
     tsm = _edited(path, tmp_path, lambda s: s.update(
         {"module.global_CNN.base_model.features.0.0.weight": torch.zeros(1)}))
