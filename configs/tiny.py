@@ -35,9 +35,11 @@ def get_config(arg=None):
     options = config_lib.parse_options(",".join(items))
     policy = options.pop("policy", None)
     mode = options.pop("mode", "v1")
-    if mode not in ("v1", "uni") or (mode == "uni" and policy is not None):
-        raise ValueError(f"configs/tiny.py: mode={mode!r} (expected v1 or uni; policy= is a V1 "
-                         "option)")
+    if mode not in ("v1", "uni"):
+        raise ValueError(f"configs/tiny.py: mode={mode!r}: expected v1 or uni")
+    if mode == "uni" and policy is not None:
+        raise ValueError(f"configs/tiny.py: policy={policy} is a V1 option; mode=uni has its own "
+                         "policies")
     if options:
         raise ValueError(f"configs/tiny.py: unknown options {sorted(options)}")
     if dataset not in ("sthv1", "sthv2", "actnet", "fcvid", "minik"):
