@@ -63,6 +63,19 @@ def sibling_config(here: str, name: str) -> types.ModuleType:
     return load_config_module(os.path.join(os.path.dirname(os.path.abspath(here)), f"{name}.py"))
 
 
+def set_uni_data(config: ml_collections.ConfigDict) -> None:
+    """The loader side of a Uni-AdaFocus `config.model` (`models.to_uni_model_config`), in
+    place. ActivityNet family: the N candidate frames arrive as `glance` (the model picks the
+    glance frames among them). TSM: `glance` holds the G glance frames and `focus` the N
+    candidates, each set sampled on its own with the official Uni-AdaFocus-TSM rule
+    (`segment_sampling="uniform"`: fractional segments)."""
+    m, d = config.model, config.data
+    d.num_glance_frames = models.input_frames(m)
+    if models.is_uni_tsm(m):
+        d.num_focus_frames = m.num_candidate_frames
+        d.segment_sampling = "uniform"
+
+
 def build_config(dataset: str, arg: str | None, allowed_patches: tuple[int, ...], *,
                  stages_table=None, v2_hyper=None, uni_hyper=None, uni_patches=None,
                  uni_focus_frames=None):
@@ -121,12 +134,7 @@ def build_config(dataset: str, arg: str | None, allowed_patches: tuple[int, ...]
     config.data = data.default_data_config(dataset)
     if mode == "uni":
         models.to_uni_model_config(config.model, uni_hyper["fc_dropout"], focus_frames)
-        if models.is_uni_tsm(config.model):
-            # TSM: the loader's `focus` frames are the N candidates (TSN-sampled on their own).
-            config.data.num_focus_frames = config.model.num_candidate_frames
-        else:
-            # The loader delivers the N candidate frames as `glance`; the model picks from them.
-            config.data.num_glance_frames = config.model.num_candidate_frames
+        set_uni_data(config)
     stages.add_training_config(config, stage_table=stages_table, v2_hyper=v2_hyper,
                                uni_hyper=uni_hyper)
     if policy is not None:

@@ -87,6 +87,4 @@ def _tiny_uni(config: ml_collections.ConfigDict, fc_dropout: float) -> None:
     c.policy.mc_samples = 4
     if c.classifier.kind == "uni_exit":
         c.classifier.hidden_dim = 8
-    config.data.num_glance_frames = models.input_frames(c)
-    if models.is_uni_tsm(c):
-        config.data.num_focus_frames = c.num_candidate_frames
+    config_lib.set_uni_data(config)

@@ -7,8 +7,10 @@ the only differences were the new recipe fields `lr_groups` ("" in every stage's
 resolved) and `uni` ({} when resolved), and the `mode=v3` error now naming mode=uni; and again at
 the own-data merge (issue 13), after checking that all 123 differences were the new data key
 `crop_scales` (the official multi-scale crop's scales, the value the loader used before); and at
-the Uni-AdaFocus-TSM change (issue 14), which only added cases (`mode=uni` of every config,
-tiny's `mode=uni`, `uni_model_config`) after checking that no stored case changed.
+the Uni-AdaFocus-TSM change (issue 14), which added cases (`mode=uni` of every config, tiny's
+`mode=uni`, `uni_model_config`; no stored case changed) and then the data key `segment_sampling`
+(all 166 differences: "tsn", the rule the loader used before, except "uniform" for Uni-AdaFocus
+on Sth-Sth).
 
 For each config and option string it holds the ConfigDict (`to_dict()`, tuples kept apart from
 lists, ints from floats) or the error it raises, and every stage's resolved recipe

@@ -11,6 +11,8 @@ import pytest
 
 from adafocus_jax import flops, models, parallel, rl, stages, train
 from adafocus_jax import uni as uni_lib
+from adafocus_jax.data import frames as frames_lib
+from adafocus_jax.data import transforms
 from test_uni import RNGS, _ce, _norm
 from train_helpers import config_module, host_batch, random_variables, tiny_config, to_host
 
@@ -193,6 +195,38 @@ def test_tsm_loss_terms_hand_computed():
     np.testing.assert_allclose(float(terms["local_random"][0]), local_r, rtol=1e-6)
     np.testing.assert_allclose(float(terms["scale"][0]), 0.145, rtol=1e-6)
     np.testing.assert_allclose(float(terms["total"][0]), expected, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------------
+# The loader's frames.
+
+
+def test_uniform_segment_indices_hand_computed():
+    # Evaluation, n = 5 frames in T = 8 segments: floor((k + .5) · 5 / 8) = floor(.3125, .9375,
+    # 1.5625, 2.1875, 2.8125, 3.4375, 4.0625, 4.6875) = 0 0 1 2 2 3 4 4, 1-based.
+    np.testing.assert_array_equal(transforms.uniform_segment_indices(5, 8),
+                                  [1, 1, 2, 3, 3, 4, 5, 5])
+    # n = 16, T = 4: (k + .5) · 4 = 2, 6, 10, 14.
+    np.testing.assert_array_equal(transforms.uniform_segment_indices(16, 4), [3, 7, 11, 15])
+    # Training: one uniformly random frame of each fractional segment [4k, 4k + 4).
+    rng = np.random.default_rng(0)
+    drawn = np.stack([transforms.uniform_segment_indices(16, 4, rng) for _ in range(400)]) - 1
+    within = drawn - 4 * np.arange(4)
+    assert within.min() == 0 and within.max() == 3
+    # The AdaFocus / TSM rule reads frame 1 for every segment of such a short clip.
+    np.testing.assert_array_equal(transforms.segment_indices(5, 8), np.ones(8))
+
+
+def test_tsm_loader_samples_glance_and_candidates_on_their_own():
+    config = config_module("sthv2").get_config("mode=uni")
+    assert config.data.segment_sampling == "uniform"
+    maker = frames_lib.ExampleMaker(config.data)
+    [(glance, focus)] = maker.frame_lists(40, None)
+    np.testing.assert_array_equal(glance, np.floor((np.arange(8) + 0.5) * 5).astype(int) + 1)
+    assert len(focus) == 48 and focus[0] == 1 and focus[-1] == 40    # floor(47.5 · 40 / 48)
+    config.data.segment_sampling = "dense"
+    with pytest.raises(ValueError, match="segment_sampling must be one of"):
+        frames_lib.ExampleMaker(config.data)
 
 
 # --------------------------------------------------------------------------------------------------
