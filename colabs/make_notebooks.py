@@ -40,6 +40,9 @@ SETUP = code("""
         import adafocus_jax
     except ImportError:  # a fresh runtime
         if not os.path.isdir('adafocus_jax'):
+            if '/OWNER/' in REPO_URL:   # the project has no public home yet: say so, don't hang
+                raise SystemExit('Set REPO_URL (or $ADAFOCUS_REPO_URL) to the adafocus_jax '
+                                 'repository you install from, or upload a checkout as ./adafocus_jax')
             subprocess.run(['git', 'clone', '-q', REPO_URL, 'adafocus_jax'], check=True)
         pip_install('-e', './adafocus_jax[video,torch,notebook]')
         if shutil.which('nvidia-smi'):                       # a GPU runtime: JAX's CUDA build
