@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adafocus_jax.models import dummy_inputs, input_frames
+from adafocus_jax.models import dummy_inputs, focus_input_frames, input_frames
 from adafocus_jax.models.recurrent import GRU
 
 
@@ -66,7 +66,9 @@ def count_gflops(model, glance_shape=None, focus_shape=None, **apply_kwargs):
     Args:
       model: an `AdaFocus` module (or `AdaFocusV2`, `UniAdaFocus`).
       glance_shape, focus_shape: input shapes `[1, T, S, S, 3]`; default: the configured ones
-        (Uni-AdaFocus: the N candidate frames and no focus frames).
+        (`models.input_frames`, `models.focus_input_frames`; Uni-AdaFocus, ActivityNet family:
+        the N candidate frames and no focus frames; Uni-AdaFocus-TSM: G glance and N candidate
+        frames).
       **apply_kwargs: forwarded to `model.apply` (e.g. `patch_mode="center"`).
 
     Returns:
@@ -75,11 +77,11 @@ def count_gflops(model, glance_shape=None, focus_shape=None, **apply_kwargs):
     cfg = model.config
     s = cfg.input_size
     glance_shape = glance_shape or (1, input_frames(cfg), s, s, 3)
-    focus_shape = focus_shape or (1, cfg.num_focus_frames, s, s, 3)
+    focus_frames = focus_input_frames(cfg)
+    focus_shape = focus_shape or (1, focus_frames, s, s, 3)
     batch = glance_shape[0]
     glance = jax.ShapeDtypeStruct(glance_shape, jnp.float32)
-    focus = (None if cfg.get("version", "v1") == "uni"
-             else jax.ShapeDtypeStruct(focus_shape, jnp.float32))
+    focus = None if focus_frames is None else jax.ShapeDtypeStruct(focus_shape, jnp.float32)
     variables = _abstract_variables(model, glance, focus)
     apply_kwargs.setdefault("rngs", {"patches": jax.random.key(1), "actions": jax.random.key(2)})
     with count_macs() as totals:
@@ -119,7 +121,8 @@ def count_method_gflops(model, method: str, frames_shape=None):
       method: "focuser_logits" (local network + its fc on every focus frame at full resolution)
         or "glancer_logits" (glance network + its head on every glance frame).
       frames_shape: `[1, T, S, S, 3]`; default: the configured focus (or glance) frames
-        (Uni-AdaFocus: the N candidate frames for both).
+        (`models.focus_input_frames`, `models.input_frames`; Uni-AdaFocus, ActivityNet family:
+        the N candidate frames for both).
 
     Returns:
       (gflops per video, {top-level module: gflops}).
@@ -130,10 +133,10 @@ def count_method_gflops(model, method: str, frames_shape=None):
     s = cfg.input_size
     glance, focus = (jax.ShapeDtypeStruct(x.shape, jnp.float32) if x is not None else None
                      for x in dummy_inputs(cfg))
-    if cfg.get("version", "v1") == "uni":
-        frames = input_frames(cfg)    # the N candidate frames, what the evaluation feeds it
-    else:
-        frames = cfg.num_focus_frames if method == "focuser_logits" else cfg.num_glance_frames
+    # The frames the evaluation feeds each head: the model's focus input (the glance input when
+    # it has none: Uni-AdaFocus, ActivityNet family) or its glance input.
+    frames = focus_input_frames(cfg) if method == "focuser_logits" else None
+    frames = input_frames(cfg) if frames is None else frames
     frames_shape = tuple(frames_shape or (1, frames, s, s, 3))
     variables = _abstract_variables(model, glance, focus)
     x = jax.ShapeDtypeStruct(frames_shape, jnp.float32)

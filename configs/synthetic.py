@@ -256,7 +256,7 @@ UNI_SIDE_RANGE = (40.0, 56.0)
 # classifier 5e-3), for 320 Adam steps.
 UNI = dict(lr=1e-3, mult=dict(glancer=0.5, policy=2.0, focuser=1.0, classifier=5.0),
            group_mult={"policy/aux_fc": 0.5}, num_epochs=10, batch_size=32, weight_decay=0.0,
-           extra_epoch=False, eval_every_epochs=0,
+           extra_epoch=False, clip=0.0, eval_every_epochs=0,
            restore="glancer=stage0_glancer,focuser=stage0_focuser", norm_ratio=1.0,
            kl_ratio=0.0, fc_dropout=0.2)
 
