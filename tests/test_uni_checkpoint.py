@@ -230,11 +230,44 @@ def test_uni_checkpoint_errors_name_the_key(uni_file, tmp_path):
     np.testing.assert_array_equal(
         one["params"]["policy"]["aux_fc"]["kernel"],
         torch.load(path, weights_only=True)["state_dict"]["module.aux_fc.weight"].numpy().T)
-    # The TSM (Sth-Sth) Uni layout is recognised and refused by name.
-    tsm = _edited(path, tmp_path, lambda s: s.update(
-        {"module.global_CNN.base_model.features.0.0.weight": torch.zeros(1)}))
-    with pytest.raises(convert.CheckpointError, match="Uni-AdaFocus TSM"):
-        convert.inspect_torch_checkpoint(tsm)
+
+
+def test_uni_tsm_checkpoint_errors(uni_tsm_file, uni_file, tmp_path):
+    config, _, path = uni_tsm_file
+    key = "module.local_CNN.new_new_fc.weight"
+    missing = _edited(path, tmp_path, lambda s: s.pop(key))
+    with pytest.raises(convert.CheckpointError, match=f"missing key '{key}'"):
+        convert.load_torch_checkpoint(missing, config)
+    # The TSM layout has no classifier: an exit-classifier key is one no rule knows.
+    extra = "module.classifier.global_mlp.layers.0.weight"
+    stray = _edited(path, tmp_path, lambda s: s.update({extra: torch.zeros(3)}))
+    with pytest.raises(convert.CheckpointError,
+                       match=f"unexpected key '{extra}'.*Uni-AdaFocus-TSM"):
+        convert.load_torch_checkpoint(stray, config)
+    # The spatial policy's last conv spans the G glance maps: a config with fewer frames.
+    fewer = config.model.copy_and_resolve_references()
+    fewer.num_glance_frames = 4
+    with pytest.raises(convert.CheckpointError,
+                       match=r"shape mismatch for 'module.spatial_policy.encoder.9.weight'"):
+        convert.load_torch_checkpoint(path, fewer, parts=["policy"], allow_partial=True)
+    # Each Uni family with the other's config, and a V2 Sth-Sth file with the Uni-TSM config.
+    anet_config = uni_file[0]
+    with pytest.raises(convert.CheckpointError, match="wrong architecture: a Uni-AdaFocus "
+                       "Something-Something.*checkpoint, but config.model describes the Activity"):
+        convert.load_torch_checkpoint(path, anet_config)
+    with pytest.raises(convert.CheckpointError, match="wrong architecture: a Uni-AdaFocus "
+                       "ActivityNet.*checkpoint, but config.model describes the Something"):
+        convert.load_torch_checkpoint(uni_file[2], config)
+    v2 = models.to_v2_model_config(models.tiny_model_config("sthv2"))
+    v2_path = str(tmp_path / "v2_sth.pth.tar")
+    torch.save(tr.v2_file(tr.SthSthAdaFocusV2(v2)), v2_path)
+    with pytest.raises(convert.CheckpointError, match="AdaFocusV2 checkpoint.*mode=v2"):
+        convert.load_torch_checkpoint(v2_path, config)
+    # The glancer's temporal shift against the config's.
+    unshifted = config.model.copy_and_resolve_references()
+    unshifted.glancer.temporal_shift = False
+    with pytest.raises(convert.CheckpointError, match="glancer has temporal shift"):
+        convert.load_torch_checkpoint(path, unshifted)
 
 
 def test_uni_checkpoint_cli_round_trip(uni_file, tmp_path):
