@@ -329,3 +329,42 @@ def test_uni_full_size_checkpoint_layout(tmp_path):
     np.testing.assert_array_equal(
         variables["batch_stats"]["policy"]["spatial"]["bn2"]["var"],
         state["spatial_policy.encoder.7.running_var"].numpy())
+
+
+def test_uni_tsm_full_size_checkpoint_layout(tmp_path):
+    """The full-size `sthv2_p128_8and16.pth.tar` layout (174 classes, 8 TSM glance frames, 16 of
+    48 candidates, the 8 × 7 × 7 spatial conv; the TSNs' heads are Dropouts, so nothing is
+    dropped): every key of the file is converted, and the values land transposed where they
+    belong. (Numerics: the composed model above at a small size.)"""
+    c = models.uni_model_config("sthv2", 128, 0.5, 16)
+    torch.manual_seed(0)
+    reference = tru.UniAdaFocusTSM(c)
+    path = str(tmp_path / "sthv2_p128_8and16.pth.tar")
+    torch.save(tru.uni_file(reference), path)
+    variables = convert.load_torch_checkpoint(path, c)
+    state = reference.state_dict()
+    torch_count = sum(v.numel() for k, v in state.items() if not k.endswith("num_batches_tracked"))
+    counts = convert.count_parameters(variables)
+    assert sorted(counts) == ["focuser", "glancer", "policy"]
+    assert sum(n["params"] + n["batch_stats"] for n in counts.values()) == torch_count
+    params = variables["params"]
+    spatial_out = state["spatial_policy.encoder.9.weight"].numpy()            # [4, 128, 8, 7, 7]
+    assert spatial_out.shape == (4, 128, 8, 7, 7)
+    np.testing.assert_array_equal(params["policy"]["spatial"]["out"]["kernel"],
+                                  spatial_out.transpose(2, 3, 4, 1, 0))
+    shifted = state["global_CNN.base_model.features.3.conv.0.net.weight"].numpy()  # [144, 24, 1, 1]
+    np.testing.assert_array_equal(params["glancer"]["block3"]["expand_conv"]["kernel"],
+                                  shifted.transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(params["focuser"]["layer4_2"]["conv1"]["kernel"],
+                                  state["local_CNN.base_model.layer4.2.conv1.net.weight"].numpy()
+                                  .transpose(2, 3, 1, 0))
+    for module, name, head in (("glancer", "classifier", "global_CNN.new_fc"),
+                               ("glancer", "reg_classifier", "global_CNN.new_new_fc"),
+                               ("focuser", "fc", "local_CNN.new_fc"),
+                               ("focuser", "reg_fc", "local_CNN.new_new_fc")):
+        np.testing.assert_array_equal(params[module][name]["kernel"],
+                                      state[f"{head}.weight"].numpy().T)
+    np.testing.assert_array_equal(params["policy"]["aux_fc"]["bias"], state["aux_fc.bias"].numpy())
+    np.testing.assert_array_equal(
+        variables["batch_stats"]["policy"]["temporal"]["bn1"]["mean"],
+        state["temporal_policy.Tconv.4.running_mean"].numpy())
