@@ -60,13 +60,15 @@ def test_tsm_outputs_shapes_and_choices():
     c = config.model
     b, g, n, k = 2, c.num_glance_frames, c.num_candidate_frames, c.num_focus_frames
     glance, cand = _inputs(config)
-    apply = jax.jit(lambda v, x, y: model.apply(v, x, y))
-    out = apply(variables, glance, cand)
+    # One compile: the policy's boxes, the centre box and the glance network alone.
+    apply = jax.jit(lambda v, x, y: (model.apply(v, x, y),
+                                     model.apply(v, x, y, patch_mode="center"),
+                                     model.apply(v, x, False, method="glance_v2")))
+    out, center, g_out = apply(variables, glance, cand)
     assert out.logits.shape == (b, c.num_classes)
     assert out.step_logits.shape == (b, 2, c.num_classes)
     np.testing.assert_array_equal(out.logits, out.step_logits[:, -1])
     # The first exit is the glance network alone: its "reg" logits averaged over the G frames.
-    g_out = model.apply(variables, glance, False, method="glance_v2")
     np.testing.assert_allclose(out.step_logits[:, 0], g_out["reg_logits"].mean(axis=1),
                                rtol=1e-5, atol=1e-6)
     # The prediction adds the detached glance head's mean logits (glance_out) to the local one's.
@@ -82,14 +84,13 @@ def test_tsm_outputs_shapes_and_choices():
     # chosen changes nothing; a chosen one changes the prediction, not the choices (both policies
     # read only the glance frames).
     unchosen = next(i for i in range(n) if i not in idx[0])
-    same = apply(variables, glance, cand.at[0, unchosen].add(3.0))
+    same = apply(variables, glance, cand.at[0, unchosen].add(3.0))[0]
     np.testing.assert_allclose(same.logits, out.logits, rtol=1e-6, atol=1e-6)
-    moved = apply(variables, glance, cand.at[0, idx[0, 1]].add(3.0))
+    moved = apply(variables, glance, cand.at[0, idx[0, 1]].add(3.0))[0]
     assert not np.allclose(moved.logits[0], out.logits[0])
     np.testing.assert_allclose(moved.logits[1], out.logits[1], rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(moved.frame_indices, out.frame_indices)
     np.testing.assert_array_equal(moved.actions, out.actions)
-    center = model.apply(variables, glance, cand, patch_mode="center")
     np.testing.assert_array_equal(np.asarray(center.patch_offsets), 16)   # (S − P) / 2
     with pytest.raises(ValueError, match="candidate frames"):
         model.apply(variables, glance)
