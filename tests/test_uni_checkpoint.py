@@ -101,11 +101,11 @@ def _relative(got, want) -> float:
 # tests/test_parity.py); the spatial policy turns that into boxes ~6e-4 px apart, which moves
 # the local features by ~6e-4 of their scale.
 BOUNDS = {
-    # (variant, dtype): (weights abs, box px, logits / steps / local features relative)
-    ("actnet", "float64"): (1e-6, 1e-5, 1e-4),  # measured 3.0e-8, 5.7e-6 px, 2.3e-6 / 1.7e-6 / 8.9e-6
-    ("actnet", "float32"): (2e-5, 2e-3, 2e-3),  # measured 5.5e-6, 6.0e-4 px, 3.3e-4 / 1.7e-4 / 5.7e-4
-    ("sthv2", "float64"): (1e-6, 1e-5, 1e-4),   # measured 4.7e-8, 4.9e-6 px, 1.4e-6 / 1.4e-6 / 4.0e-6
-    ("sthv2", "float32"): (5e-5, 2e-3, 1e-3),   # measured 1.0e-5, 4.3e-4 px, 8.8e-5 / 8.8e-5 / 2.5e-4
+    # (variant, dtype): (weights abs, box px, logits / steps / local features relative), measured:
+    ("actnet", "float64"): (1e-6, 1e-5, 1e-4),  # 3.0e-8, 5.7e-6 px, 2.3e-6 / 1.7e-6 / 8.9e-6
+    ("actnet", "float32"): (2e-5, 2e-3, 2e-3),  # 5.5e-6, 6.0e-4 px, 3.3e-4 / 1.7e-4 / 5.7e-4
+    ("sthv2", "float64"): (1e-6, 1e-5, 1e-4),   # 4.7e-8, 4.9e-6 px, 1.4e-6 / 1.4e-6 / 4.0e-6
+    ("sthv2", "float32"): (5e-5, 2e-3, 1e-3),   # 1.0e-5, 4.3e-4 px, 8.8e-5 / 8.8e-5 / 2.5e-4
 }
 
 

@@ -27,8 +27,8 @@ keys `global_CNN.base_model.*` (TSM MobileNetV2; its classifier is a Dropout), `
 `local_CNN.new_new_fc`, `aux_fc`, `spatial_policy.encoder.*` (the last Conv3d G×h×w) and
 `temporal_policy.Tconv.*`; no classifier (the logits are summed).
 
-The MobileNetV2 / ResNet / TSN / crop pieces are those of `torch_reference.py`. Image tensors are NCHW;
-a video's frames are video-major on the batch axis (row = n · N + t).
+The MobileNetV2 / ResNet / TSN / crop pieces are those of `torch_reference.py`. Image tensors are
+NCHW; a video's frames are video-major on the batch axis (row = n · N + t).
 """
 
 import torch
@@ -253,13 +253,14 @@ class UniAdaFocusTSM(nn.Module):
     def forward(self, glance, candidates):
         """glance `[B, G, 3, S, S]`, candidates `[B, N, 3, S, S]` → dict: `logits` `[B, C]` (mean
         glance logits + mean local logits), `step_logits` `[B, 2, C]` (the glance-only exit, the
-        mean `new_new_fc` logits, then `logits`), `frame_indices` `[B, K]`, `weights` (temperature T) `[B, G]`,
-        `actions` `[B, 1, 4]`, `top_left` and `side` `[B, 1, 2]` (frame pixels),
-        `global_logits` `[B, G, C]` (per-frame `new_fc`), `local_features` `[B, K, F]`,
-        `spatial_logits` `[B, C]` (the proxy head)."""
+        mean `new_new_fc` logits, then `logits`), `frame_indices` `[B, K]`, `weights`
+        (temperature T) `[B, G]`, `actions` `[B, 1, 4]`, `top_left` and `side` `[B, 1, 2]`
+        (frame pixels), `global_logits` `[B, G, C]` (per-frame `new_fc`), `local_features`
+        `[B, K, F]`, `spatial_logits` `[B, C]` (the proxy head)."""
         b, n, _, s, _ = candidates.shape
         g, k, p = self.num_glance, self.num_focus, self.patch_size
-        maps = self.global_CNN.base_model.features(glance.reshape(b * g, 3, s, s))  # [B·G, C, m, m]
+        # [B·G, C, m, m]
+        maps = self.global_CNN.base_model.features(glance.reshape(b * g, 3, s, s))
         pooled = maps.mean(dim=(2, 3))        # the TSN's features (its head is a Dropout)
         glance_logits, glance_reg = self.global_CNN.heads(pooled)
         _, weights_t = self.temporal_policy(pooled)
