@@ -186,7 +186,8 @@ def _jitted_step(model, patch_mode: str, seed: int, with_scores: bool, mesh):
     # bound the batches in flight, and a donated buffer could not be waited on (a few floats per
     # class, so donation would save nothing).
     fn = jax.jit(accumulate, out_shardings=(
-        totals_sharding, parallel.batch_sharding(mesh) if with_scores else None))
+        totals_sharding, parallel.batch_sharding(mesh) if with_scores else None),
+        compiler_options=parallel.compiler_options(mesh))
     _STEP_CACHE[key] = (model, fn)
     return fn
 

@@ -4,7 +4,8 @@
     state = replicate(state, mesh)                      # P(): one full copy per device
     batch = shard_batch(host_batch, mesh)               # P("data"): rows split over devices
     for batch in prefetch_to_mesh(loader, mesh): ...    # the same, copies issued a step ahead
-    state, metrics = jax.jit(step, out_shardings=replicated(mesh))(state, batch, rng)
+    state, metrics = jax.jit(step, out_shardings=replicated(mesh),
+                             compiler_options=compiler_options(mesh))(state, batch, rng)
 
 The step is written for the GLOBAL batch; XLA partitions it and inserts the gradient all-reduce.
 The same code runs on 1 device, on N fake CPU devices and on a multi-host TPU pod.
@@ -18,6 +19,14 @@ they do not depend on the device count, so runs are reproducible across topologi
 Multi-host: call `jax.distributed.initialize` before anything touches a device (main.py does), let
 each process load only its slice of every global batch (`process_index`/`process_count` of the
 loader) and assemble global arrays with `jax.make_array_from_process_local_data`.
+
+XLA options: every computation the library jits passes `compiler_options(mesh)`. On CPU that turns
+off XLA:CPU's YNNPACK library fusions: at these
+networks' shapes YNNPACK's convolution weight gradients are 2-3x slower than XLA's own
+convolution code (CPU time, 3x3 / 7x7 ResNet-50 layers), and measured on the full Sth-Sth model in
+one process (benchmarks/xla_cpu_options.py, README "Speed") the train steps and the inference
+forward pass run 1.1-1.9x faster without it, same values to float rounding. Other backends get no
+option.
 """
 
 import collections
@@ -31,6 +40,16 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 DATA_AXIS = "data"
 # Host-only batch entries (int64 row ids for logs); never sent to the devices.
 HOST_ONLY_KEYS = ("index",)
+
+
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}   # "": no YNNPACK fusions
+
+
+def compiler_options(mesh: jax.sharding.Mesh | None = None) -> dict[str, str] | None:
+    """The XLA compiler options of the library's jitted computations on `mesh` (default: the
+    default backend): `CPU_COMPILER_OPTIONS` on CPU, None elsewhere (see the module docstring)."""
+    platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
+    return dict(CPU_COMPILER_OPTIONS) if platform == "cpu" else None
 
 
 def make_mesh(devices: list | None = None) -> jax.sharding.Mesh:

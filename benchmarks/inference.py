@@ -137,7 +137,9 @@ class Case:
             "classifier": t_classifier,
             "full": (lambda: ref(glance, focus)) if self.sth else (lambda: ref(glance)),
         }
-        jit = lambda f: jax.jit(f)
+        # compiled as the library compiles (parallel.compiler_options: XLA:CPU without YNNPACK)
+        from adafocus_jax import parallel
+        jit = lambda f: jax.jit(f, compiler_options=parallel.compiler_options())
         self.jax_fns = {
             "glance": (jit(lambda v, g: model.apply(v, g, method="glance")), (v, j_glance)),
             "policy": (jit(lambda v, s: model.apply(v, s, method="policy_forward")), (v, states)),

@@ -499,11 +499,10 @@ def test_sthsth_discrete_policy_trains_and_evaluates(tmp_path):
 
 
 def test_cpu_train_compiler_options_keep_the_gradients():
-    """Train steps on CPU compile without YNNPACK (`steps.train_compiler_options`): the weight
+    """The library compiles for CPU without YNNPACK (`parallel.compiler_options`): the weight
     and input gradients of 3x3 / 7x7 strided convolutions stay those of the default compile."""
-    from adafocus_jax.train import steps as steps_lib
-    mesh = parallel.make_mesh(jax.devices()[:1])
-    options = steps_lib.train_compiler_options(mesh)
+    options = parallel.compiler_options(parallel.make_mesh(jax.devices()[:1]))
+    assert options == parallel.compiler_options()
     assert options == {"xla_cpu_experimental_ynn_fusion_type": ""}
 
     def loss(w7, w3, x):

@@ -116,9 +116,11 @@ class Predictor:
         self.config = config
         self.model = model or models.create_model(config)
         self.variables = jax.device_put(variables)
-        self._fn = jax.jit(inference.predict_fn(self.model))
+        from adafocus_jax.parallel import compiler_options
+        self._fn = jax.jit(inference.predict_fn(self.model), compiler_options=compiler_options())
         self._resize = jax.jit(lambda frames: self.model.apply(
-            {}, frames.astype(jax.numpy.float32), method="resize_for_glance"))
+            {}, frames.astype(jax.numpy.float32), method="resize_for_glance"),
+            compiler_options=compiler_options())
 
     def __call__(self, example: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         glance = example["glance"][None]
