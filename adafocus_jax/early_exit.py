@@ -106,7 +106,8 @@ def _traced_gflops(fn, *args) -> float:
     """GMACs of `fn(*args)`, traced abstractly (`adafocus_jax.flops.count_macs`)."""
     from adafocus_jax import flops as flops_lib
     with flops_lib.count_macs() as totals:
-        jax.eval_shape(fn, *args)
+        # A fresh function: JAX caches traces per function, and a cached one counts nothing.
+        jax.eval_shape(lambda *a: fn(*a), *args)
     return totals["macs"] / 1e9
 
 

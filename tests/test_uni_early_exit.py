@@ -13,7 +13,7 @@ from adafocus_jax import data as data_lib
 from adafocus_jax.data.transforms import normalize_jnp
 from adafocus_jax.models import uni as uni_models
 from test_uni import tiny_uni_config, uni_setup
-from train_helpers import setup
+from train_helpers import random_variables, tiny_config
 
 
 class RecordingFrames(np.ndarray):
@@ -43,33 +43,34 @@ def uni():
 
 
 def test_exit_methods_equal_the_full_model(uni):
-    """exit_glance / exit_policy / exit_local (int and traced index) = step_logits[:, G - 1:],
-    the same frames and boxes as __call__."""
+    """exit_glance / exit_policy / exit_local (traced index; an int index at the last step) =
+    step_logits[:, G - 1:], with the same frames and boxes as __call__."""
     config, model, variables, runner, frames, _, full = uni
     c = config.model
     g, k = c.num_glance_frames, c.num_focus_frames
     x = normalize_jnp(frames)
     g_idx = np.asarray(uni_models.glance_indices(c.num_candidate_frames, g, 1))[0]
-    out = model.apply(variables, x[:, g_idx], method="exit_glance")
+    out = jax.jit(lambda v, x: model.apply(v, x, method="exit_glance"))(variables, x[:, g_idx])
     want = np.asarray(full.step_logits)
     np.testing.assert_allclose(out["logits"], want[:, g - 1], rtol=1e-5, atol=1e-5)
-    idx, actions = model.apply(variables, out["maps"], out["pooled"], method="exit_policy")
+    idx, actions = jax.jit(lambda v, m, p: model.apply(v, m, p, method="exit_policy"))(
+        variables, out["maps"], out["pooled"])
     np.testing.assert_array_equal(idx, full.frame_indices)
     np.testing.assert_allclose(actions, full.actions, rtol=1e-6, atol=1e-6)
-    running = {"int": jnp.full((len(frames), c.classifier.hidden_dim), -jnp.inf)}
-    running["traced"] = running["int"]
     local = jax.jit(lambda v, i, *a: model.apply(v, i, *a, method="exit_local"))
+    local_int = jax.jit(lambda v, *a: model.apply(v, k - 1, *a, method="exit_local"))
+    running = jnp.full((len(frames), c.classifier.hidden_dim), -jnp.inf)
     rows = np.arange(len(frames))
     for i in range(k):
         frame = x[rows, np.asarray(idx)[:, i]]
-        running["int"], logits, top = model.apply(variables, i, frame, actions[:, i],
-                                                  running["int"], out["global_state"],
-                                                  method="exit_local")
-        running["traced"], logits_t, _ = local(variables, jnp.int32(i), frame, actions[:, i],
-                                               running["traced"], out["global_state"])
+        if i == k - 1:   # the int index (a static head, as the FLOPs count traces it)
+            _, logits_int, _ = local_int(variables, frame, actions[:, i], running,
+                                         out["global_state"])
+        running, logits, top = local(variables, jnp.int32(i), frame, actions[:, i], running,
+                                     out["global_state"])
         np.testing.assert_allclose(logits, want[:, g + i], rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(logits_t, logits, rtol=1e-6, atol=1e-6)
         np.testing.assert_array_equal(np.floor(top).astype(np.int32), full.patch_offsets[:, i])
+    np.testing.assert_allclose(logits_int, logits, rtol=1e-6, atol=1e-6)
 
 
 def test_runner_without_exit_equals_the_full_model(uni):
@@ -126,18 +127,22 @@ def test_uni_step_gflops_add_up_to_the_full_model():
     # The runner computes one global head (4096 → 200) where the full pass computes 16.
     assert costs.sum() + 15 * 4096 * 200 / 1e9 == pytest.approx(full, rel=1e-9)
     assert abs(costs.sum() - 27.2) < 0.1                                # the paper's total
-    # Exit 0 = 16 MobileNetV2 frames (official 0.2995 GFLOPs each, without fc); step 1 adds the
-    # policies (official 0.8225 spatial + 0.0041 temporal); every later step is one frame.
-    assert costs[0] == pytest.approx(16 * 0.2995, rel=0.03)
-    assert costs[1] - costs[2] == pytest.approx(0.8225 + 0.0041, rel=0.01)
+    # The official cost table (ops/early_exit_uni_adafocus.py): exit 0 = 16 MobileNetV2 frames
+    # (0.2995 GFLOPs each, without fc) + the global MLP on 16 steps (1280 → 4096) + a head; step 1
+    # adds the policies (0.8225 spatial + 0.0041 temporal); every local frame = ResNet-50 at 128²
+    # (1.3346, without fc) + the local MLP (2048 → 4096) + a head (8192 → 200).
+    assert costs[0] == pytest.approx(16 * 0.2995 + (16 * 1280 * 4096 + 4096 * 200) / 1e9,
+                                     rel=0.002)
+    assert costs[1] - costs[2] == pytest.approx(0.8225 + 0.0041, rel=0.002)
+    assert costs[2] == pytest.approx(1.3346 + (2048 * 4096 + 8192 * 200) / 1e9, rel=0.002)
     np.testing.assert_allclose(costs[3:], costs[2], rtol=1e-12)
-    assert costs[2] == pytest.approx(1.3346, rel=0.02)                  # ResNet-50 at 128²
 
 
 def test_make_runner_and_refusals(uni):
     config, model, variables, runner, frames, _, _ = uni
     assert isinstance(early_exit.make_runner(model, variables), early_exit.UniOnlineRunner)
-    _, v1_model, v1_variables = setup("actnet")
+    v1_model = models.create_model(tiny_config("actnet"))
+    v1_variables = random_variables(v1_model, *models.dummy_inputs(v1_model.config))
     assert isinstance(early_exit.make_runner(v1_model, v1_variables), early_exit.OnlineRunner)
     with pytest.raises(ValueError, match="version = 'uni'"):
         early_exit.UniOnlineRunner(v1_model, v1_variables)
