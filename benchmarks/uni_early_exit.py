@@ -1,12 +1,13 @@
 """Real early exit of Uni-AdaFocus (its 17 exits) against the full model, wall-clock, random weights.
 
-    python benchmarks/uni_early_exit.py                   # official network at 112² (patch 64)
-    python benchmarks/uni_early_exit.py --input_size=224 --patch=128    # the official sizes
-    python benchmarks/uni_early_exit.py --quick           # tiny widths (checks the script)
+    python benchmarks/uni_early_exit.py                   # small networks at 112² (patch 64)
+    python benchmarks/uni_early_exit.py --size=official --input_size=224 --patch=128  # official
+    python benchmarks/uni_early_exit.py --size=tiny       # tiny widths (checks the script)
     python benchmarks/uni_early_exit.py --budgets=mid,2.5,50% --out=/tmp/uni_exit.json
 
 Builds the ActivityNet-family Uni-AdaFocus network (`models.uni_model_config`: MobileNetV2 +
-ResNet-50, 48 candidate frames, 16 glanced, 16 chosen, exit MLPs of 4096, 200 classes) at
+ResNet-50, 48 candidate frames, 16 glanced, 16 chosen, exit MLPs of 4096, 200 classes; `--size`
+small halves the networks' depth / width so that it compiles and runs on a small CPU) at
 `--input_size` (box sides scaled from 96…224 px at 224²), with random weights whose BatchNorm
 statistics are calibrated on random videos (train-mode passes, so eval mode keeps activations at
 their train-mode scale), on random noise videos (`config.data.format="random"`), and runs
@@ -27,7 +28,30 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def build(input_size: int, patch: int, quick: bool, videos: int, seed: int = 0):
+def _random_variables(model, seed: int):
+    """He-normal kernels, zero biases, unit BatchNorm (statistics set by the calibration); drawn
+    on the abstract shapes (no init compile)."""
+    import jax
+    import numpy as np
+    from adafocus_jax import models
+    shapes = jax.eval_shape(lambda: model.init(
+        {"params": jax.random.key(0), "patches": jax.random.key(1)},
+        *models.dummy_inputs(model.config)))
+    rng = np.random.default_rng(seed)
+
+    def fill(path, leaf):
+        name = jax.tree_util.keystr(path)
+        if "'var'" in name or "'scale'" in name:
+            return np.ones(leaf.shape, np.float32)
+        if leaf.ndim == 1:
+            return np.zeros(leaf.shape, np.float32)
+        fan_in = int(np.prod(leaf.shape[:-1]))
+        return (rng.normal(size=leaf.shape) * np.sqrt(2 / fan_in)).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(fill, dict(shapes))
+
+
+def build(input_size: int, patch: int, size: str, videos: int, seed: int = 0):
     """(config, model, calibrated random variables) for the benchmark."""
     import jax
     import jax.numpy as jnp
@@ -38,13 +62,17 @@ def build(input_size: int, patch: int, quick: bool, videos: int, seed: int = 0):
 
     config = config_lib.load_config_module(
         os.path.join(ROOT, "configs", "tiny.py")).get_config("actnet")
-    if quick:     # the tests' tiny widths, 48 / 16 / 16 frames
+    if size == "tiny":     # the tests' tiny widths, 48 / 16 / 16 frames
         c = models.to_uni_model_config(models.tiny_model_config("actnet"))
         c.patch_size = patch
         c.classifier.hidden_dim = 16
         c.policy.spatial_hidden = c.policy.temporal_hidden = 4
     else:
         c = models.uni_model_config("actnet", patch)
+    if size == "small":    # half the depth and width of the glance / local networks
+        c.glancer.width_mult = 0.5
+        c.focuser.stage_sizes = (2, 2, 2, 2)
+        c.classifier.hidden_dim = 1024
     scale = input_size / 224
     c.input_size = c.glance_size = input_size
     c.policy.side_range = (96.0 * scale, 224.0 * scale)
@@ -54,7 +82,7 @@ def build(input_size: int, patch: int, quick: bool, videos: int, seed: int = 0):
     d.num_glance_frames = c.num_candidate_frames
     d.random.num_train, d.random.num_val, d.random.num_test = 16, videos, videos
     model = models.create_model(config)
-    variables = models.init_variables(model, jax.random.key(seed))
+    variables = _random_variables(model, seed)
     # BatchNorm calibration: train-mode passes move the running statistics towards those of
     # random videos (momentum 0.1 per pass).
     source = data_lib.create_source(d, "train")
@@ -77,7 +105,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--input_size", type=int, default=112)
     parser.add_argument("--patch", type=int, default=64)
-    parser.add_argument("--quick", action="store_true", help="tiny widths")
+    parser.add_argument("--size", default="small", choices=("official", "small", "tiny"),
+                        help="networks: official (MobileNetV2 1.0 + ResNet-50, MLPs 4096), "
+                             "small (MobileNetV2 0.5 + ResNet (2, 2, 2, 2), MLPs 1024), tiny")
     parser.add_argument("--videos", type=int, default=48, help="videos of the val / test split")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--single_videos", type=int, default=8, help="videos timed at batch 1")
@@ -91,7 +121,7 @@ def main(argv=None):
     import jax
     from adafocus_jax import early_exit
     start = time.time()
-    config, model, variables = build(args.input_size, args.patch, args.quick, args.videos)
+    config, model, variables = build(args.input_size, args.patch, args.size, args.videos)
     full_cost = float(early_exit.uni_step_gflops(model).sum())
     measure = [float(b[:-1]) / 100 * full_cost if b.endswith("%") else b
                for b in (b.strip() for b in args.budgets.split(",")) if b]
@@ -99,7 +129,7 @@ def main(argv=None):
         config, variables, model, fit_split="val", test_split="test",
         num_budgets=args.num_budgets, batch_size=args.batch_size, repeats=args.repeats,
         timing_videos=args.videos, single_videos=args.single_videos, measure=measure)
-    section["setup"] = {"input_size": args.input_size, "patch": args.patch, "quick": args.quick,
+    section["setup"] = {"input_size": args.input_size, "patch": args.patch, "size": args.size,
                         "weights": "random, BatchNorm calibrated on random videos",
                         "data": "random noise videos", "platform": jax.devices()[0].platform,
                         "cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
