@@ -12,7 +12,7 @@ from adafocus_jax import early_exit, flops, models
 from adafocus_jax import data as data_lib
 from adafocus_jax.data.transforms import normalize_jnp
 from adafocus_jax.models import uni as uni_models
-from test_uni import tiny_uni_config, uni_setup
+from test_uni import uni_setup
 from train_helpers import random_variables, tiny_config
 
 
@@ -156,7 +156,6 @@ def test_uni_benchmark_section():
     """early_exit.benchmark (the entry point of `python -m adafocus_jax.benchmark --early_exit`)
     on the tiny Uni model: 5 exits, the measured runs' accuracy/cost equal the simulated ones."""
     config, model, variables = uni_setup()
-    config = tiny_uni_config()
     costs = early_exit.uni_step_gflops(model)
     budget = float(costs[0] + costs[1])          # one local frame per video on average
     sec = early_exit.benchmark(config, variables, model, fit_split="train", test_split="val",
