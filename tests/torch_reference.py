@@ -490,17 +490,23 @@ def v2_grid_patches(images: torch.Tensor, top_left: torch.Tensor, patch_size: in
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def uni_box(actions: torch.Tensor, image_size: int, out_size: int, patch_size: int,
+            side_range=(96.0, 224.0)):
+    """Uni-AdaFocus box (adafocus_family.md §1.4), from the official structure: actions `[N, 4]`
+    (y, x, s_y, s_x) in [0, 1]; per axis the scale is s·(hi − lo)/P + lo/P, the box side
+    out_size·scale on an image of side `image_size` (the frames, or the 7×7 glance map with
+    out_size = P // 32), the top-left a·(image_size − side). Returns (top_left, side) `[N, 2]`."""
+    lo, hi = side_range
+    side = out_size * (actions[:, 2:] * (hi - lo) / patch_size + lo / patch_size)
+    return actions[:, :2] * (image_size - side), side
+
+
 def uni_grid_patches(images: torch.Tensor, actions: torch.Tensor, out_size: int, patch_size: int,
                      side_range=(96.0, 224.0)) -> torch.Tensor:
-    """Uni-AdaFocus crop (adafocus_family.md §1.4), from the official structure: actions `[N, 4]`
-    (y, x, s_y, s_x) in [0, 1]; per axis the scale is s·(hi − lo)/P + lo/P, the box side
-    out_size·scale on an image of side H = W (the frames, or the 7×7 glance map with
-    out_size = P // 32), the top-left a·(H − side). Returns `[N, C, out_size, out_size]`."""
-    n, c, h, w = images.shape
-    lo, hi = side_range
-    actions = actions.to(images.dtype)
-    side = out_size * (actions[:, 2:] * (hi - lo) / patch_size + lo / patch_size)
-    top_left = actions[:, :2] * (h - side)
+    """Uni-AdaFocus crop: `uni_box` on the square images `[N, C, H, H]`, resampled with
+    `v2_grid_patches`. Returns `[N, C, out_size, out_size]`."""
+    top_left, side = uni_box(actions.to(images.dtype), images.shape[2], out_size, patch_size,
+                             side_range)
     return v2_grid_patches(images, top_left, out_size, side)
 
 
@@ -580,12 +586,15 @@ class ANetAdaFocus(nn.Module):
 # Random weights and the official file layouts (§10.1)
 # --------------------------------------------------------------------------------------------------
 
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
 @torch.no_grad()
 def randomize_batch_norm(module: nn.Module, generator: torch.Generator) -> nn.Module:
     """Gives every BatchNorm non-trivial affine parameters and running statistics, so a converter
     that mixes up scale / bias / mean / var, or drops one, changes the output."""
     for m in module.modules():
-        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        if isinstance(m, _BATCH_NORMS):
             n = m.num_features
             m.weight.copy_(torch.rand(n, generator=generator) * 0.8 + 0.6)
             m.bias.copy_(torch.randn(n, generator=generator) * 0.1)
@@ -606,7 +615,7 @@ def calibrate_batch_norm(model: nn.Module, inputs: Sequence[torch.Tensor],
     Calibrated statistics keep activations at unit scale, so the parity tests compare outputs that
     really depend on the input and patch choices that differ between videos and frames.
     """
-    norms = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+    norms = [m for m in model.modules() if isinstance(m, _BATCH_NORMS)]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average: exactly this batch's statistics

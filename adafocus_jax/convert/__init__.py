@@ -16,7 +16,20 @@ Every file kind the official code and README release is understood (§10.1):
 | `actnet` | `globalcnn`/`localcnn.pth.tar` (stage 0), `128checkpoint.pth.tar` (stage 1), `128s3_checkpoint.pth.tar` (stage 3) | glancer, focuser, classifier (+ policy when the file has one) |
 | `v2_actnet` | AdaFocusV2 ActivityNet / FCVID / Mini-K `ckpt.best.pth.tar` (`main_v2.py`, `module.global_CNN.*`, ...) | glancer, focuser, policy, classifier (with `config.model.version = "v2"`) |
 | `v2_sthsth` | AdaFocusV2 Sth-Sth / Jester checkpoints (`main.py`, `module.global_CNN.base_model.*`, ...) | glancer, focuser, policy (the classifier is a parameterless sum) |
+| `uni_actnet` | Uni-AdaFocus ActivityNet / FCVID / Mini-K `actnet_p128.pth.tar`, `fcvid_p128.pth.tar`, `minik_p128.pth.tar` (`main.py` / `main_semiAMP.py`, DDP: `module.global_CNN.*`, ...) | glancer, focuser, policy, classifier (with `config.model.version = "uni"`, `configs/{actnet,fcvid,minik}.py:mode=uni`) |
 | `imagenet_mobilenetv2`, `imagenet_resnet50` | torchvision ImageNet state dicts (`mobilenet_v2-b0353104.pth`, `resnet50-0676ba61.pth`), where the official ActivityNet stage 0 starts | glancer / focuser; the 1000-way head is re-initialised (`head_seed`) |
+
+Uni-AdaFocus files (`inspection._split_uni_sources`): `global_CNN` (tonylins-layout MobileNetV2)
++ `global_CNN_fc.1` → glancer (its `classifier`), `local_CNN` (torchvision ResNet-50) +
+`local_CNN_fc.1` → focuser (its `fc`), both 1000-way ImageNet heads (`global_CNN.classifier`,
+`local_CNN.fc`) dropped; `temporal_policy.Tconv.{0,1,3,4,6}` → `policy/temporal/{conv0, bn0, conv1,
+bn1, out}` (the (3, 1) Conv2d over [C, G, 1] is a 1-D conv over the G glance frames),
+`spatial_policy.encoder.{0,1,3,4,6,7,9}` → `policy/spatial/{conv0, bn0, conv1, bn1, conv2, bn2,
+out}` (Conv3d), `aux_fc` → `policy/aux_fc`; `classifier.{global,local}_mlp.layers.{0,1}` →
+`classifier/{global,local}_mlp(_bn)`, `classifier.{global,local}_classifiers.i.1` →
+`classifier/{global,local}_head{i}`. The TSM (Sth-Sth / Jester) Uni layout is recognised and
+refused by name (not converted yet). A file of one version (V1, V2, Uni) with a config of another
+is an error saying which `mode=` fits.
 
 A file that holds only some modules converts to those modules only. Three ways to end with a full
 variable tree:
@@ -36,7 +49,8 @@ agree (a warning is logged when they do not).
 `parts=("glancer",)` restricts what is taken from a file (e.g. the stage-0 `globalcnn` file carries an
 untrained focuser next to the trained glancer).
 
-Conversion rules (§10.4): conv OIHW → HWIO (depthwise (C,1,3,3) → (3,3,1,C)); Linear (out,in) → Dense
+Conversion rules (§10.4): conv OIHW → HWIO (depthwise (C,1,3,3) → (3,3,1,C)), Conv3d OIDHW → DHWIO,
+a (k, 1) Conv2d used as a 1-D conv (O,I,k,1) → (k,I,O); Linear (out,in) → Dense
 kernel (in,out); BatchNorm weight/bias → scale/bias (params), running_mean/var → mean/var
 (batch_stats), `num_batches_tracked` dropped; PyTorch GRU `weight_ih_l0`/`bias_ih_l0` → `gru/input`,
 `weight_hh_l0`/`bias_hh_l0` → `gru/hidden` (see `models/recurrent.py`); the `.net.` segment of

@@ -21,8 +21,9 @@ from adafocus_jax.convert.reading import (COLLECTIONS, CheckpointError, MODULES,
                                           read_torch_file)
 from adafocus_jax.convert.names import (_classifier_entries, _mobilenet_entries, _mobilenet_layout,
                                         _policy_entries, _resnet_entries, _resnet_style,
-                                        _v2_entries)
-from adafocus_jax.convert.inspection import _check_architecture, _check_v2_architecture, _split_sources
+                                        _uni_entries, _v2_entries)
+from adafocus_jax.convert.inspection import (_check_architecture, _check_one_stage_architecture,
+                                             _check_version, _split_sources)
 
 
 class _Converter:
@@ -66,13 +67,18 @@ class _Converter:
 
     def add(self, flax_path: tuple, base: str, op: str):
         dot = base + "." if base else ""
-        if op == "conv":
+        if op in ("conv", "conv3d", "conv_k1"):
+            # OI[D]HW → [D]HWIO; "conv_k1": a (k, 1) Conv2d that is a 1-D conv along its rows.
             w = self._take(dot + "weight")
-            if w.ndim != 4:
+            ndim = 5 if op == "conv3d" else 4
+            if w.ndim != ndim or (op == "conv_k1" and w.shape[3] != 1):
+                shape = "(out, in, k, 1)" if op == "conv_k1" else f"{ndim}-D"
                 raise CheckpointError(f"{self.path}: {self.key_name(dot + 'weight')!r} should be a "
-                                      f"4-D conv weight, got shape {w.shape}")
-            self._put("params", flax_path + ("kernel",), np.transpose(w, (2, 3, 1, 0)),
-                      dot + "weight")
+                                      f"{shape} conv weight, got shape {w.shape}")
+            kernel = np.transpose(w, tuple(range(2, ndim)) + (1, 0))
+            if op == "conv_k1":
+                kernel = kernel[:, 0]
+            self._put("params", flax_path + ("kernel",), kernel, dot + "weight")
             if dot + "bias" in self.source.state:
                 self._put("params", flax_path + ("bias",), self._take(dot + "bias"), dot + "bias")
         elif op == "dense":
@@ -125,6 +131,8 @@ def _convert_module(path: str, module: str, source: _Source, cfg, expected: Mapp
                     head_seed: int = 0):
     if cfg.get("version", "v1") == "v2":
         entries = _v2_entries(path, module, source, cfg)
+    elif cfg.get("version", "v1") == "uni":
+        entries = _uni_entries(path, module, source, cfg)
     elif module == "glancer":
         entries = _mobilenet_entries(cfg, _mobilenet_layout(path, source))
     elif module == "focuser":
@@ -210,10 +218,10 @@ def load_torch_checkpoint(path: str, config, *, parts: Iterable[str] | None = No
                                   f"kind {kind!r})")
     if not wanted:
         raise CheckpointError(f"{path}: no module selected (it holds {list(available)})")
-    if kind.startswith("v2_") or cfg.get("version", "v1") == "v2":
-        _check_v2_architecture(path, kind, family, {m: sources[m] for m in wanted}, cfg)
-    else:
-        _check_architecture(path, kind, family, {m: sources[m] for m in wanted}, cfg)
+    _check_version(path, kind, cfg)
+    check = _check_architecture if cfg.get("version", "v1") == "v1" else \
+        _check_one_stage_architecture
+    check(path, kind, family, {m: sources[m] for m in wanted}, cfg)
     missing = [m for m in MODULES if m not in wanted]
     if kind == "v2_sthsth":   # the V2 Sth-Sth classifier (a logit sum) has no parameters
         missing = [m for m in missing if m != "classifier"]

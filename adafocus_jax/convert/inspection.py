@@ -2,13 +2,14 @@
 
 `_split_sources` finds, per model module, the state dict that fills it (AdaFocus `glancer` /
 `focuser` / `fc` / `policy` entries, GFV's `model_state_dict`, TSM and torchvision files, the V2
-files); `_check_architecture` / `_check_v2_architecture` refuse a file whose networks are not the
-configured ones, naming both.
+and Uni files); `_check_version`, `_check_architecture` (V1) and `_check_one_stage_architecture`
+(V2, Uni) refuse a file whose networks are not the configured ones, naming both.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from typing import Any, Mapping, Sequence
 
@@ -28,7 +29,8 @@ class CheckpointInfo:
 
     Attributes:
       path: the file.
-      kind: "tsm_mobilenetv2", "tsm_resnet50", "sthsth" or "actnet".
+      kind: "tsm_mobilenetv2", "tsm_resnet50", "sthsth", "actnet", "imagenet_mobilenetv2",
+        "imagenet_resnet50", "v2_actnet", "v2_sthsth" or "uni_actnet".
       family: "sthsth" or "actnet": the code path whose networks the file holds.
       modules: the model modules (`glancer`, `focuser`, `policy`, `classifier`) it can fill.
       stage: a best guess at the training stage that wrote it (for printing), e.g. "stage 3".
@@ -45,10 +47,11 @@ class CheckpointInfo:
 def _split_sources(path: str, ckpt: dict) -> tuple[str, str, dict[str, _Source]]:
     """(kind, family, {module: _Source}) of a loaded file."""
     state_dict = ckpt.get("state_dict")
-    if isinstance(state_dict, Mapping) and any(k.split(".", 1)[-1].startswith("global_CNN.")
-                                               or k.startswith("global_CNN.")
-                                               for k in state_dict):
-        return _split_v2_sources(path, _check_state_dict(path, "'state_dict'", state_dict))
+    if isinstance(state_dict, Mapping) and _has_prefix(state_dict, "global_CNN."):
+        state = _check_state_dict(path, "'state_dict'", state_dict)
+        if _has_prefix(state, _UNI_POLICY_PREFIXES):
+            return _split_uni_sources(path, state)
+        return _split_v2_sources(path, state)
     if isinstance(state_dict, Mapping) and any(k.startswith("module.base_model.")
                                                for k in state_dict):
         # TSM main.py: DataParallel(TSN) → module.base_model.* + module.new_fc.* (§10.1, §10.2).
@@ -137,6 +140,75 @@ def _split_sources(path: str, ckpt: dict) -> tuple[str, str, dict[str, _Source]]
     return family, family, sources
 
 
+# The key-prefix rules of the one-stage checkpoints (`{'state_dict': DDP/DataParallel(model)
+# .state_dict()}`), most specific first: (file prefix, our module or None = dropped, our prefix).
+_V2_ANET_RULES = (("global_CNN.classifier.", None, None),   # unused 1000-way ImageNet heads
+                  ("local_CNN.fc.", None, None),
+                  ("global_CNN_fc.1.", "glancer", "net.classifier."),
+                  ("global_CNN.", "glancer", "net."),
+                  ("local_CNN_fc.1.", "focuser", "net.fc."),
+                  ("local_CNN.", "focuser", "net."))
+_V2_RULES = {
+    "actnet": _V2_ANET_RULES + (("policy_stn.", "policy", "v2_anet."),
+                                ("classifier.", "classifier", "")),
+    "sthsth": (("global_CNN.base_model.", "glancer", "net."),
+               ("global_CNN.new_fc.", "glancer", "net.classifier."),
+               ("global_CNN.new_new_fc.", "glancer", "net.reg_classifier."),
+               ("local_CNN.base_model.", "focuser", "net."),
+               ("local_CNN.new_fc.", "focuser", "net.fc."),
+               ("local_CNN.new_new_fc.", "focuser", "net.reg_fc."),
+               ("policy_stn.", "policy", "v2_sth.")),
+}
+# Uni-AdaFocus (ActivityNet family): the V2 backbones and heads, the policy's three parts.
+_UNI_ANET_RULES = _V2_ANET_RULES + (("aux_fc.", "policy", "aux_fc."),
+                                    ("spatial_policy.", "policy", "spatial_policy."),
+                                    ("temporal_policy.", "policy", "temporal_policy."),
+                                    ("classifier.", "classifier", ""))
+_UNI_POLICY_PREFIXES = ("spatial_policy.", "temporal_policy.")
+
+
+def _has_prefix(state: Mapping, prefixes) -> bool:
+    """Whether a key starts with one of `prefixes`, with or without a `module.` in front."""
+    return any(k.startswith(prefixes) or (k.startswith("module.")
+                                          and k[len("module."):].startswith(prefixes))
+               for k in state)
+
+
+def _split_by_rules(path: str, state: dict, rules, what: str) -> dict[str, _Source]:
+    """{module: _Source} of a one-stage state dict (`module.` prefix optional) by prefix rules;
+    dropped keys are logged, a key no rule knows is an error naming it and `what` the file is."""
+    prefix = "module." if all(k.startswith("module.") for k in state) else ""
+    groups: dict[str, dict] = {m: {} for m in MODULES}
+    names: dict[str, dict] = {m: {} for m in MODULES}   # our key -> the file's key
+    dropped = []
+    for full_key, value in state.items():
+        key = full_key[len(prefix):]
+        for theirs, module, ours in rules:
+            if key.startswith(theirs):
+                if module is None:
+                    dropped.append(full_key)
+                else:
+                    groups[module][ours + key[len(theirs):]] = value
+                    names[module][ours + key[len(theirs):]] = full_key
+                break
+        else:
+            raise CheckpointError(f"{path}: unexpected key {full_key!r} in 'state_dict' of {what}")
+    if dropped:
+        logging.info("%s: dropping the unused ImageNet heads %s", path, sorted(dropped))
+
+    def file_key(module: str, key: str) -> str:
+        """The file's name of our `key` (also of one the file lacks: by the module's rules)."""
+        if key in names[module]:
+            return names[module][key]
+        for theirs, rule_module, ours in sorted(rules, key=lambda r: -len(r[2] or "")):
+            if rule_module == module and key.startswith(ours):
+                return prefix + theirs + key[len(ours):]
+        return prefix + key
+
+    return {m: _Source(g, "'state_dict'", rename=functools.partial(file_key, m))
+            for m, g in groups.items() if g}
+
+
 def _split_v2_sources(path: str, state: dict) -> tuple[str, str, dict[str, _Source]]:
     """A released AdaFocusV2 checkpoint (`{'state_dict': DataParallel(model).state_dict()}`).
 
@@ -148,68 +220,58 @@ def _split_v2_sources(path: str, state: dict) -> tuple[str, str, dict[str, _Sour
     `new_new_fc` → `reg_classifier` / `reg_fc`), `policy_stn.{0,1,4,5,7,8,10}`.
     The never-used 1000-way heads are dropped (logged); every other key must be converted.
     """
-    prefix = "module." if all(k.startswith("module.") for k in state) else ""
-    state = {k[len(prefix):]: v for k, v in state.items()}
-    sth = any(k.startswith("global_CNN.base_model.") for k in state)
-    groups: dict[str, dict] = {"glancer": {}, "focuser": {}, "policy": {}, "classifier": {}}
-    names: dict[str, dict] = {m: {} for m in groups}   # our key -> the file's key
-    dropped = []
-
-    def put(module, ours, theirs):
-        groups[module][ours] = state[theirs]
-        names[module][ours] = prefix + theirs
-
-    # The key-prefix rules, most specific first (built once, not per key).
-    if sth:
-        rules = (("global_CNN.base_model.", "glancer", "net."),
-                 ("global_CNN.new_fc.", "glancer", "net.classifier."),
-                 ("global_CNN.new_new_fc.", "glancer", "net.reg_classifier."),
-                 ("local_CNN.base_model.", "focuser", "net."),
-                 ("local_CNN.new_fc.", "focuser", "net.fc."),
-                 ("local_CNN.new_new_fc.", "focuser", "net.reg_fc."),
-                 ("policy_stn.", "policy", "v2_sth."))
-    else:
-        rules = (("global_CNN.classifier.", None, None),   # unused 1000-way heads
-                 ("local_CNN.fc.", None, None),
-                 ("global_CNN_fc.1.", "glancer", "net.classifier."),
-                 ("global_CNN.", "glancer", "net."),
-                 ("local_CNN_fc.1.", "focuser", "net.fc."),
-                 ("local_CNN.", "focuser", "net."),
-                 ("policy_stn.", "policy", "v2_anet."),
-                 ("classifier.", "classifier", ""))
-    for key in state:
-        for theirs, module, ours in rules:
-            if key.startswith(theirs):
-                if module is None:
-                    dropped.append(prefix + key)
-                else:
-                    put(module, ours + key[len(theirs):], key)
-                break
-        else:
-            raise CheckpointError(f"{path}: unexpected key {prefix + key!r} in 'state_dict' of an "
-                                  f"AdaFocusV2 {'Sth-Sth' if sth else 'ActivityNet'} checkpoint")
-    if dropped:
-        logging.info("%s: dropping the unused ImageNet heads %s", path, sorted(dropped))
+    sth = _has_prefix(state, "global_CNN.base_model.")
     family = "sthsth" if sth else "actnet"
-    sources = {m: _Source(g, "'state_dict'", rename=lambda k, n=names[m]: n.get(k, k))
-               for m, g in groups.items() if g}
-    return f"v2_{family}", family, sources
+    what = f"an AdaFocusV2 {'Sth-Sth' if sth else 'ActivityNet'} checkpoint"
+    return f"v2_{family}", family, _split_by_rules(path, state, _V2_RULES[family], what)
 
 
-def _check_v2_architecture(path: str, kind: str, family: str, sources, cfg):
-    """V1 file with a V2 config or the other way round, or the wrong V2 family."""
-    is_v2_file = kind.startswith("v2_")
-    is_v2_config = cfg.get("version", "v1") == "v2"
-    if is_v2_file != is_v2_config:
+def _split_uni_sources(path: str, state: dict) -> tuple[str, str, dict[str, _Source]]:
+    """A released Uni-AdaFocus ActivityNet / FCVID / Mini-K checkpoint (`actnet_p128.pth.tar`,
+    ...: `{'state_dict': DistributedDataParallel(model).state_dict(), ...}`, `module.`-prefixed).
+
+    The backbones and heads are named as in V2 (`global_CNN`, `global_CNN_fc.1`, `local_CNN`,
+    `local_CNN_fc.1`; the 1000-way `global_CNN.classifier` and `local_CNN.fc` are dropped); the
+    policy is `aux_fc`, `spatial_policy.encoder.{0,1,3,4,6,7,9}` and
+    `temporal_policy.Tconv.{0,1,3,4,6}`; the classifier `classifier.{global,local}_mlp.layers.{0,1}`
+    and `classifier.{global,local}_classifiers.i.1`.
+    """
+    if _has_prefix(state, "global_CNN.base_model."):
         raise CheckpointError(
-            f"{path}: this is an {'AdaFocusV2' if is_v2_file else 'AdaFocus (V1)'} checkpoint "
-            f"(kind {kind!r}) but config.model.version={cfg.get('version', 'v1')!r}; use "
-            f"{'mode=v2' if is_v2_file else 'mode=v1'} of the dataset config")
+            f"{path}: a Uni-AdaFocus TSM (Sth-Sth / Jester) checkpoint ('global_CNN.base_model.*' "
+            "keys); only the ActivityNet / FCVID / Mini-Kinetics Uni layout converts so far")
+    return "uni_actnet", "actnet", _split_by_rules(path, state, _UNI_ANET_RULES,
+                                                   "a Uni-AdaFocus ActivityNet-family checkpoint")
+
+
+# What each `config.model.version` is called in messages, with its article.
+_VERSION_NAMES = {"v1": "an AdaFocus (V1)", "v2": "an AdaFocusV2", "uni": "a Uni-AdaFocus"}
+
+
+def file_version(kind: str) -> str:
+    """The `config.model.version` a file kind belongs to: "uni", "v2" or "v1"."""
+    return "uni" if kind.startswith("uni_") else "v2" if kind.startswith("v2_") else "v1"
+
+
+def _check_version(path: str, kind: str, cfg) -> None:
+    """A file of one AdaFocus version with a config of another."""
+    ours, theirs = cfg.get("version", "v1"), file_version(kind)
+    if ours != theirs:
+        raise CheckpointError(
+            f"{path}: this is {_VERSION_NAMES[theirs]} checkpoint (kind {kind!r}) but "
+            f"config.model.version={ours!r}; use mode={theirs} of the dataset config")
+
+
+def _check_one_stage_architecture(path: str, kind: str, family: str, sources, cfg):
+    """A V2 or Uni file (of the config's version, `_check_version`) of the wrong family, or
+    whose glancer's temporal shift differs from the config's."""
     expected = "actnet" if cfg.policy.per_frame else "sthsth"
+    name = _VERSION_NAMES[file_version(kind)].split(" ", 1)[1]
     if family != expected:
         raise CheckpointError(
-            f"{path}: wrong architecture: an AdaFocusV2 {FAMILY_NAMES[family]} checkpoint, but "
-            f"config.model describes the {FAMILY_NAMES[expected]} V2 network")
+            f"{path}: wrong architecture: {_VERSION_NAMES[file_version(kind)]} "
+            f"{FAMILY_NAMES[family]} checkpoint, but config.model describes the "
+            f"{FAMILY_NAMES[expected]} {name} network")
     if "glancer" in sources:
         shifted = any(".conv.0.net.weight" in k for k in sources["glancer"].state)
         if shifted != bool(cfg.glancer.temporal_shift):
@@ -251,6 +313,8 @@ def _warn_if_policies_differ(path, policy_sources):
 def _stage_guess(kind: str, ckpt: dict, modules: Sequence[str]) -> str:
     if kind.startswith("v2_"):
         return "AdaFocusV2 (one stage)"
+    if kind.startswith("uni_"):
+        return "Uni-AdaFocus (one stage)"
     if kind.startswith("tsm_"):
         return "TSM pre-training"
     if kind.startswith("imagenet_"):

@@ -1,8 +1,9 @@
 """Key-name tables per network: Flax module path → PyTorch key base (adafocus_v1.md §10.4).
 
 Each entry is (flax path below the module, torch key base, op) with op one of "conv", "bn",
-"dense", "gru": MobileNetV2 (TSM and torchvision layouts), ResNet-50 (TSM, TSN Sequential and
-torchvision styles), the V1 policy and classifier, the V2 policy and heads.
+"dense", "gru", "conv3d" (OIDHW → DHWIO) and "conv_k1" (a (k, 1) Conv2d → a 1-D conv): MobileNetV2
+(TSM and torchvision layouts), ResNet-50 (TSM, TSN Sequential and torchvision styles), the V1
+policy and classifier, the V2 policy and heads, the Uni policy and exit classifier.
 """
 
 from __future__ import annotations
@@ -44,6 +45,33 @@ def _v2_entries(path: str, module: str, source: _Source, cfg):
     return ([(("mlp",), "mlp.layers.0", "dense"), (("mlp_bn",), "mlp.layers.1", "bn")]
             + [((f"head{t}",), f"classifiers.{t}.1", "dense")
                for t in range(cfg.num_glance_frames)])
+
+
+def _uni_entries(path: str, module: str, source: _Source, cfg):
+    """Name maps of the Uni-AdaFocus ActivityNet-family modules (keys as renamed by
+    `inspection._split_uni_sources`; backbones and heads as in V2)."""
+    if module in ("glancer", "focuser"):
+        return _v2_entries(path, module, source, cfg)
+    if module == "policy":   # Tconv: conv, BN, ReLU, conv, BN, ReLU, conv; encoder: 3 × (conv,
+        # BN, ReLU), conv, sigmoid
+        temporal = [(("temporal", name), f"temporal_policy.Tconv.{i}", op)
+                    for name, i, op in (("conv0", 0, "conv_k1"), ("bn0", 1, "bn"),
+                                        ("conv1", 3, "conv_k1"), ("bn1", 4, "bn"),
+                                        ("out", 6, "conv_k1"))]
+        spatial = [(("spatial", name), f"spatial_policy.encoder.{i}", op)
+                   for name, i, op in (("conv0", 0, "conv3d"), ("bn0", 1, "bn"),
+                                       ("conv1", 3, "conv3d"), ("bn1", 4, "bn"),
+                                       ("conv2", 6, "conv3d"), ("bn2", 7, "bn"),
+                                       ("out", 9, "conv3d"))]
+        return temporal + spatial + [(("aux_fc",), "aux_fc", "dense")]
+    entries = []
+    for part in ("global", "local"):
+        entries += [((f"{part}_mlp",), f"{part}_mlp.layers.0", "dense"),
+                    ((f"{part}_mlp_bn",), f"{part}_mlp.layers.1", "bn")]
+    entries += [((f"global_head{t}",), f"global_classifiers.{t}.1", "dense")
+                for t in range(cfg.num_glance_frames)]
+    return entries + [((f"local_head{t}",), f"local_classifiers.{t}.1", "dense")
+                      for t in range(cfg.num_focus_frames)]
 
 
 def _mobilenet_layout(path: str, source: _Source) -> str:

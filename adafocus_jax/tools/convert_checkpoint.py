@@ -1,5 +1,5 @@
-"""Converts an official AdaFocus / TSM / torchvision PyTorch checkpoint into an Orbax checkpoint of
-Flax variables `{'params', 'batch_stats'}` for a config's model.
+"""Converts an official AdaFocus (V1, V2, Uni-AdaFocus) / TSM / torchvision PyTorch checkpoint into
+an Orbax checkpoint of Flax variables `{'params', 'batch_stats'}` for a config's model.
 
     python -m adafocus_jax.tools.convert_checkpoint --config=configs/sthv2.py \\
         --torch_checkpoint=144x144.pth.tar --output_dir=/ckpt/sthv2_144
@@ -7,6 +7,8 @@ Flax variables `{'params', 'batch_stats'}` for a config's model.
         --torch_checkpoint=mobilenetv2_segment8.pth.tar --output_dir=/ckpt/tsm_glancer
     python -m adafocus_jax.tools.convert_checkpoint --config=configs/actnet.py:patch=128 \\
         --torch_checkpoint=128s3_checkpoint.pth.tar --output_dir=/ckpt/actnet_128
+    python -m adafocus_jax.tools.convert_checkpoint --config=configs/actnet.py:mode=uni \\
+        --torch_checkpoint=actnet_p128.pth.tar --output_dir=/ckpt/uni_actnet_128   # Uni-AdaFocus
     python -m adafocus_jax.tools.convert_checkpoint --config=configs/sthv2.py \\
         --torch_checkpoint=144x144.pth.tar --inspect        # only report what the file holds
 
