@@ -81,7 +81,7 @@ def export_model(config, variables: Mapping, *, platforms: Sequence[str] | None 
     def specs(batch):
         shapes = [(batch, models.input_frames(m), s, s, 3)]   # Uni-AdaFocus: the N candidates
         if separate:
-            shapes.append((batch, int(m.num_focus_frames), s, s, 3))
+            shapes.append((batch, models.focus_input_frames(m), s, s, 3))
         return [jax.ShapeDtypeStruct(shape, np.uint8) for shape in shapes]
 
     kwargs = {"platforms": tuple(platforms)} if platforms else {}
@@ -100,7 +100,7 @@ def export_model(config, variables: Mapping, *, platforms: Sequence[str] | None 
         "num_classes": int(m.num_classes), "input_size": s,
         "glance_size": int(m.glance_size), "patch_size": int(m.patch_size),
         "num_glance_frames": models.input_frames(m),
-        "num_focus_frames": int(m.num_focus_frames) if separate else None,
+        "num_focus_frames": models.focus_input_frames(m) if separate else None,
         "separate_focus_frames": separate, "policy_steps": int(model.policy_steps),
         "batch_polymorphic": exported is not None and not why_fixed,
         "fixed_batch_size": None if not why_fixed else int(batch_size),

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adafocus_jax.models import input_frames
+from adafocus_jax.models import focus_input_frames, input_frames
 from adafocus_jax.models.recurrent import GRU
 
 
@@ -66,7 +66,9 @@ def count_gflops(model, glance_shape=None, focus_shape=None, **apply_kwargs):
     Args:
       model: an `AdaFocus` module (or `AdaFocusV2`, `UniAdaFocus`).
       glance_shape, focus_shape: input shapes `[1, T, S, S, 3]`; default: the configured ones
-        (Uni-AdaFocus: the N candidate frames and no focus frames).
+        (`models.input_frames`, `models.focus_input_frames`; Uni-AdaFocus, ActivityNet family:
+        the N candidate frames and no focus frames; Uni-AdaFocus-TSM: G glance and N candidate
+        frames).
       **apply_kwargs: forwarded to `model.apply` (e.g. `patch_mode="center"`).
 
     Returns:
@@ -75,11 +77,11 @@ def count_gflops(model, glance_shape=None, focus_shape=None, **apply_kwargs):
     cfg = model.config
     s = cfg.input_size
     glance_shape = glance_shape or (1, input_frames(cfg), s, s, 3)
-    focus_shape = focus_shape or (1, cfg.num_focus_frames, s, s, 3)
+    focus_frames = focus_input_frames(cfg)
+    focus_shape = focus_shape or (1, focus_frames, s, s, 3)
     batch = glance_shape[0]
     glance = jax.ShapeDtypeStruct(glance_shape, jnp.float32)
-    focus = (None if cfg.get("version", "v1") == "uni"
-             else jax.ShapeDtypeStruct(focus_shape, jnp.float32))
+    focus = None if focus_frames is None else jax.ShapeDtypeStruct(focus_shape, jnp.float32)
     variables = _abstract_variables(model, glance, focus)
     apply_kwargs.setdefault("rngs", {"patches": jax.random.key(1), "actions": jax.random.key(2)})
     with count_macs() as totals:

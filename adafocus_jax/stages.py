@@ -153,16 +153,16 @@ def v2_stages(hyper: Mapping) -> ml_collections.ConfigDict:
 
 
 UNI_HYPER_KEYS = ("lr", "mult", "group_mult", "num_epochs", "batch_size", "weight_decay",
-                  "extra_epoch", "eval_every_epochs", "restore", "norm_ratio", "kl_ratio",
+                  "extra_epoch", "clip", "eval_every_epochs", "restore", "norm_ratio", "kl_ratio",
                   "fc_dropout")
 
 
 def uni_stages(hyper: Mapping) -> ml_collections.ConfigDict:
     """The one Uni-AdaFocus stage ("uni"): loss "uni" (chosen frames, policy and random boxes,
     every network in train mode), SGD, cosine, lr = `hyper["lr"]` × the per-module multiplier
-    `hyper["mult"]`, sub-modules at `hyper["lr"]` × `hyper["group_mult"]` (`lr_groups`); the
-    loss weights `norm_ratio`, `kl_ratio` in the recipe's `uni` (`fc_dropout` is the model's,
-    `config_lib.build_config` sets it).
+    `hyper["mult"]`, sub-modules at `hyper["lr"]` × `hyper["group_mult"]` (`lr_groups`), the
+    global gradient norm clipped at `clip` when > 0; the loss weights `norm_ratio`, `kl_ratio`
+    in the recipe's `uni` (`fc_dropout` is the model's, `config_lib.build_config` sets it).
 
     Args:
       hyper: the stage's hyper-parameters, a config file's `UNI` (keys `UNI_HYPER_KEYS`).
@@ -174,6 +174,7 @@ def uni_stages(hyper: Mapping) -> ml_collections.ConfigDict:
     s = ml_collections.ConfigDict()
     s.uni = _one_stage("uni", hyper)
     s.uni.weight_decay = hyper["weight_decay"]
+    s.uni.clip_grad_norm = hyper["clip"]
     s.uni.lr_groups = ",".join(f"{path}={hyper['lr'] * mult:g}"
                                for path, mult in hyper["group_mult"].items())
     s.uni.uni = ml_collections.ConfigDict(dict(norm_ratio=hyper["norm_ratio"],

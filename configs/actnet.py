@@ -62,11 +62,11 @@ V2 = dict(lr=0.002, mult=dict(policy=0.1, glancer=0.5, focuser=1.0, classifier=5
 # temporal_lr_ratio = stn_lr_ratio, focuser with its head: 1, classifier: classifier_lr_ratio);
 # `group_mult` gives sub-modules their own multiplier (the proxy head aux_fc: global_lr_ratio).
 # `norm_ratio` weighs the scale regulariser, `kl_ratio` the KL term; `fc_dropout` is the glance
-# and local heads' dropout. The official code validates when epoch % 5 == 0 and in the last 9
-# epochs; here every `eval_every_epochs`.
+# and local heads' dropout; no gradient clipping (`clip` 0). The official code validates when
+# epoch % 5 == 0 and in the last 9 epochs; here every `eval_every_epochs`.
 UNI = dict(lr=0.002, mult=dict(glancer=0.5, policy=0.2, focuser=1.0, classifier=20.0),
            group_mult={"policy/aux_fc": 0.5}, num_epochs=50, batch_size=32, weight_decay=2e-4,
-           extra_epoch=False, eval_every_epochs=5, restore="glancer=init_from,focuser=init_from",
+           extra_epoch=False, clip=0.0, eval_every_epochs=5, restore="glancer=init_from,focuser=init_from",
            norm_ratio=1.0, kl_ratio=0.0, fc_dropout=0.2)
 
 

@@ -7,6 +7,8 @@ among a 5 x 5 grid of patch positions per video.
     python main.py --config=configs/sthv2.py:patch=176 --workdir=DIR
     python main.py --config=configs/sthv2.py:patch=144,policy=discrete --workdir=DIR
     python main.py --config=configs/sthv2.py:mode=v2 --workdir=DIR   # AdaFocusV2, one stage
+    python main.py --config=configs/sthv2.py:mode=uni --workdir=DIR  # Uni-AdaFocus-TSM, 128², 8+16
+    python main.py --config=configs/sthv2.py:mode=uni,patch=96,frames=12 --workdir=DIR
 
 The recipe is the data below (the one home of these numbers; configs/sthv1.py reuses it). Each row
 of `STAGES` holds the arguments of `adafocus_jax.stages.recipe` for one stage, in the order the
@@ -50,7 +52,26 @@ V2 = dict(lr=0.01, mult=dict(policy=0.01, glancer=0.5, focuser=1.0, classifier=1
           num_epochs=50, batch_size=32, weight_decay=5e-4, extra_epoch=False, clip=20.0,
           eval_every_epochs=1, restore="glancer=init_from,focuser=init_from")
 
+# `:mode=uni`, Uni-AdaFocus-TSM (adafocus_family.md §1.4; the official TSM README commands and
+# opts.py): 8 TSM glance frames, K local frames chosen among N = 3K (`:frames=K`, the first is the
+# default), patch P (`:patch=P`, the first is the default); the released checkpoints are 96² with
+# 8 or 12 and 128² with 12 or 16 local frames. ONE stage "uni" (loss "uni": chosen frames, policy
+# + random boxes, every network in train mode, BN not frozen: --npb), SGD momentum 0.9, cosine,
+# no extra epoch, the global gradient norm clipped at 20 (--gd 20). The learning rate of a module
+# is `lr` × `mult` (glancer with its TSN heads: global_lr_ratio, policy = temporal + spatial
+# policy: temporal_lr_ratio = stn_lr_ratio, focuser with its heads: 1; the classifier sums logits
+# and has no parameters); `group_mult`: the proxy head aux_fc at global_lr_ratio. `fc_dropout` is
+# the TSN dropout of both networks; no KL term (`kl_ratio` 0). Validated every epoch.
+UNI_PATCH_SIZES = (128, 96)
+UNI_FOCUS_FRAMES = (16, 12, 8)
+UNI = dict(lr=0.02, mult=dict(glancer=0.5, policy=0.2, focuser=1.0, classifier=1.0),
+           group_mult={"policy/aux_fc": 0.5}, num_epochs=50, batch_size=64, weight_decay=5e-4,
+           extra_epoch=False, clip=20.0, eval_every_epochs=1,
+           restore="glancer=init_from,focuser=init_from", norm_ratio=0.5, kl_ratio=0.0,
+           fc_dropout=0.5)
+
 
 def get_config(arg=None):
     return config_lib.build_config("sthv2", arg, allowed_patches=PATCH_SIZES,
-                                   stages_table=STAGES, v2_hyper=V2)
+                                   stages_table=STAGES, v2_hyper=V2, uni_hyper=UNI,
+                                   uni_patches=UNI_PATCH_SIZES, uni_focus_frames=UNI_FOCUS_FRAMES)

@@ -8,10 +8,15 @@ per stage.
         --config.train.num_steps=2
 
     python main.py --config=configs/tiny.py:sthv2,policy=discrete --workdir=/tmp/tiny_discrete
+    python main.py --config=configs/tiny.py:sthv2,mode=uni --workdir=/tmp/tiny_uni_tsm
 
-Each stage runs E + 1 = 2 epochs of 32 / 8 = 4 steps (8 steps per stage). No pretrained weights:
-modules the recipe restores from `init_from` keep their random initialisation
-(`allow_random_init`).
+`mode=uni`: Uni-AdaFocus (the `UNI` table of configs/<dataset>.py, one stage) on the tiny
+networks, with N = 12 candidate frames, G = 6 glanced and K = 4 chosen, boxes of 16…64 px on the
+64² frames (patch 32) and tiny policy and classifier widths.
+
+Each stage runs E + 1 = 2 epochs of 32 / 8 = 4 steps (8 steps per stage; Uni-AdaFocus: 1 epoch).
+No pretrained weights: modules the recipe restores from `init_from` keep their random
+initialisation (`allow_random_init`).
 """
 
 import ml_collections
@@ -20,7 +25,8 @@ from adafocus_jax import config_lib, data, models, stages
 
 
 def get_config(arg=None):
-    """`arg`: "DATASET[,policy=gaussian|discrete]" (default sthv2; policy for sthv1/sthv2)."""
+    """`arg`: "DATASET[,policy=gaussian|discrete][,mode=uni]" (default sthv2; policy for
+    sthv1/sthv2 in V1 mode)."""
     items = [item.strip() for item in (arg or "sthv2").split(",") if item.strip()]
     if items and "=" not in items[0]:
         dataset, items = items[0], items[1:]
@@ -28,6 +34,12 @@ def get_config(arg=None):
         dataset = "sthv2"
     options = config_lib.parse_options(",".join(items))
     policy = options.pop("policy", None)
+    mode = options.pop("mode", "v1")
+    if mode not in ("v1", "uni"):
+        raise ValueError(f"configs/tiny.py: mode={mode!r}: expected v1 or uni")
+    if mode == "uni" and policy is not None:
+        raise ValueError(f"configs/tiny.py: policy={policy} is a V1 option; mode=uni has its own "
+                         "policies")
     if options:
         raise ValueError(f"configs/tiny.py: unknown options {sorted(options)}")
     if dataset not in ("sthv1", "sthv2", "actnet", "fcvid", "minik"):
@@ -46,7 +58,10 @@ def get_config(arg=None):
     config.data = d
     # The official stages of the dataset (configs/<dataset>.py), shortened below.
     official = config_lib.sibling_config(__file__, dataset)
-    stages.add_training_config(config, stage_table=official.STAGES)
+    if mode == "uni":
+        _tiny_uni(config, official.UNI["fc_dropout"])
+    stages.add_training_config(config, stage_table=official.STAGES,
+                               uni_hyper=official.UNI if mode == "uni" else None)
     for name in config.stages.keys():
         recipe = config.stages[name]
         recipe.num_epochs = 1
@@ -59,3 +74,17 @@ def get_config(arg=None):
     if policy is not None:
         config_lib.set_sthsth_policy(config, policy, "configs/tiny.py")
     return config
+
+
+def _tiny_uni(config: ml_collections.ConfigDict, fc_dropout: float) -> None:
+    """The tiny model and data as Uni-AdaFocus (`models.to_uni_model_config`): 12 candidate
+    frames, 6 glanced, 4 chosen; boxes 16…64 px; policy widths 4, 4 Monte-Carlo samples, exit
+    MLPs of 8 (ActivityNet family)."""
+    c = models.to_uni_model_config(config.model, fc_dropout)
+    c.num_candidate_frames, c.num_glance_frames, c.num_focus_frames = 12, 6, 4
+    c.policy.side_range = (16.0, 64.0)
+    c.policy.spatial_hidden = c.policy.temporal_hidden = 4
+    c.policy.mc_samples = 4
+    if c.classifier.kind == "uni_exit":
+        c.classifier.hidden_dim = 8
+    config_lib.set_uni_data(config)

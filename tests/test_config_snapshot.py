@@ -6,7 +6,11 @@ code under test. It was rewritten once, at the Uni-AdaFocus merge (issue 14), af
 the only differences were the new recipe fields `lr_groups` ("" in every stage's config, {} when
 resolved) and `uni` ({} when resolved), and the `mode=v3` error now naming mode=uni; and again at
 the own-data merge (issue 13), after checking that all 123 differences were the new data key
-`crop_scales` (the official multi-scale crop's scales, the value the loader used before).
+`crop_scales` (the official multi-scale crop's scales, the value the loader used before); and at
+the Uni-AdaFocus-TSM change (issue 14), which added cases (`mode=uni` of every config, tiny's
+`mode=uni`, `uni_model_config`; no stored case changed) and then the data key `segment_sampling`
+(all 166 differences: "tsn", the rule the loader used before, except "uniform" for Uni-AdaFocus
+on Sth-Sth).
 
 For each config and option string it holds the ConfigDict (`to_dict()`, tuples kept apart from
 lists, ints from floats) or the error it raises, and every stage's resolved recipe
@@ -34,6 +38,13 @@ ACTNET_PATCHES = (None, 128, 96, 160, 192)
 # The official default patch sizes (the papers' first setting per dataset).
 DEFAULT_PATCH = {"sthv1": 144, "sthv2": 144, "actnet": 128, "fcvid": 128, "minik": 128}
 BAD_OPTIONS = ("patch=100", "patch=abc", "mode=v3", "colour=red", "patch", "policy=grid")
+# Uni-AdaFocus (`mode=uni`, added with the TSM variant): Sth-Sth patches × local frames, and the
+# ActivityNet family's patches, with the options each refuses.
+UNI_STHSTH = [",".join(["mode=uni"] + [f"patch={p}"] * bool(p) + [f"frames={k}"] * bool(k))
+              for p in (None, 128, 96) for k in (None, 16, 12, 8)] + [
+    "mode=uni,patch=144", "mode=uni,frames=10", "frames=8", "mode=uni,policy=discrete"]
+UNI_ACTNET = [",".join(["mode=uni"] + [f"patch={p}"] * bool(p)) for p in ACTNET_PATCHES] + [
+    "mode=uni,frames=8"]
 
 
 def _encode(value):
@@ -97,13 +108,15 @@ def snapshot() -> dict:
     out = {}
     for name in ("sthv1", "sthv2"):
         args = [None] + _options(STHSTH_PATCHES, (None, "gaussian", "discrete")) + list(BAD_OPTIONS)
-        out[name] = {repr(a): _entry(name, a) for a in args}
+        out[name] = {repr(a): _entry(name, a) for a in args + UNI_STHSTH}
     for name in ("actnet", "fcvid", "minik"):
         args = [None] + _options(ACTNET_PATCHES, (None,)) + list(BAD_OPTIONS) + ["policy=discrete"]
-        out[name] = {repr(a): _entry(name, a) for a in args}
+        out[name] = {repr(a): _entry(name, a) for a in args + UNI_ACTNET}
     datasets = ("sthv1", "sthv2", "actnet", "fcvid", "minik")
     tiny_args = [None, *datasets, "sthv1,policy=gaussian", "sthv2,policy=discrete",
-                 "actnet,policy=discrete", "sthv2,colour=red", "kinetics"]
+                 "actnet,policy=discrete", "sthv2,colour=red", "kinetics", "sthv1,mode=uni",
+                 "sthv2,mode=uni", "actnet,mode=uni", "minik,mode=uni",
+                 "sthv2,mode=uni,policy=discrete", "sthv2,mode=v2"]
     out["tiny"] = {repr(a): _entry("tiny", a) for a in tiny_args}
     synthetic_args = [None, "", "quick", "mode=v1", "mode=v2", "quick,mode=v2", "fast",
                       "halftone=3", "quick,halftone=3", "mode=v2,halftone=2", "halftone=4"]
@@ -118,6 +131,8 @@ def snapshot() -> dict:
             models.default_model_config(dataset, patch).to_dict())
         out["models"][f"v2_model_config({dataset!r})"] = (
             models.v2_model_config(dataset, patch).to_dict())
+        out["models"][f"uni_model_config({dataset!r}, 128)"] = (
+            models.uni_model_config(dataset, 128).to_dict())
     return _encode(out)
 
 
@@ -174,8 +189,8 @@ def test_every_config_and_option_builds_what_it_built_before():
 def test_the_snapshot_is_complete_and_the_comparison_can_fail():
     want = _load_snapshot()
     # Every option combination is there: sth 4 patches x 3 policies x 3 modes, actnet 5 x 3.
-    assert len(want["sthv2"]) == 1 + 36 + len(BAD_OPTIONS)
-    assert len(want["minik"]) == 1 + 15 + len(BAD_OPTIONS) + 1
+    assert len(want["sthv2"]) == 1 + 36 + len(BAD_OPTIONS) + 12 + 4
+    assert len(want["minik"]) == 1 + 15 + len(BAD_OPTIONS) + 1 + 5 + 1
     # Spot values from the official scripts (not from the code): Sth-Sth stage 1 lr 0.01 for the
     # classifier, stage 3 batch 32; the released lr bug trains only the stem conv in stage 1;
     # Mini-Kinetics V2 batch 48; policy=discrete + mode=v2 is refused.
@@ -187,6 +202,17 @@ def test_the_snapshot_is_complete_and_the_comparison_can_fail():
     assert bug["lr"]["classifier"] == 0.0 and bug["trainable_pattern"] == r"^focuser/conv1/"
     assert want["minik"]["'mode=v2'"]["config"]["stages"]["v2"]["batch_size"] == 48
     assert "error" in want["sthv1"]["'policy=discrete,mode=v2'"]
+    # Uni-AdaFocus-TSM (the official TSM README commands): SSv2 wd 5e-4, SSv1 1e-3, --gd 20,
+    # 128² with 8 + 16 of 48 frames by default; 96² 8 + 12 of 36.
+    uni = want["sthv2"]["'mode=uni'"]["config"]
+    assert uni["stages"]["uni"]["weight_decay"] == 5e-4 and uni["stages"]["uni"]["clip_grad_norm"] == 20.0
+    assert (uni["model"]["patch_size"], uni["model"]["num_focus_frames"],
+            uni["data"]["num_focus_frames"]) == (128, 16, 48)
+    assert want["sthv1"]["'mode=uni'"]["config"]["stages"]["uni"]["weight_decay"] == 1e-3
+    assert want["sthv2"]["'mode=uni,patch=96,frames=12'"]["config"]["model"][
+        "num_candidate_frames"] == 36
+    assert "error" in want["sthv2"]["'mode=uni,patch=144'"]
+    assert want["actnet"]["'mode=uni'"]["config"]["stages"]["uni"]["clip_grad_norm"] == 0.0
     # A changed number is found and named.
     changed = json.loads(json.dumps(want))
     changed["actnet"]["None"]["config"]["stages"]["stage1"]["num_epochs"] = 49

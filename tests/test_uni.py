@@ -20,21 +20,9 @@ def _load_config(name: str, arg: str):
 
 
 def tiny_uni_config():
-    """configs/tiny.py:actnet turned into Uni-AdaFocus with tiny widths: 12 candidate frames, 6
+    """configs/tiny.py:actnet,mode=uni: Uni-AdaFocus with tiny widths, 12 candidate frames, 6
     glanced, 4 chosen; boxes 16…64 px on 64² frames (patch 32), one stage "uni"."""
-    config = tiny_config("actnet")
-    c = models.to_uni_model_config(config.model)
-    c.num_candidate_frames, c.num_glance_frames, c.num_focus_frames = 12, 6, 4
-    c.policy.side_range = (16.0, 64.0)
-    c.policy.spatial_hidden = c.policy.temporal_hidden = 4
-    c.policy.mc_samples = 4
-    c.classifier.hidden_dim = 8
-    config.data.num_glance_frames = c.num_candidate_frames
-    config.stages = stages.uni_stages(config_module("actnet").UNI)
-    config.stages.uni.batch_size = 8
-    config.stages.uni.num_epochs = 1
-    config.stage_order = config.run_stages = "uni"
-    return config
+    return tiny_config("actnet,mode=uni")
 
 
 @functools.lru_cache(maxsize=None)
@@ -243,9 +231,6 @@ def test_uni_recipes_and_hyper_parameters():
             assert recipe.lr[module] == pytest.approx(lr * mult), (dataset, module)
         assert recipe.lr_groups == {"policy/aux_fc": pytest.approx(lr * 0.5)}
         assert config.train.handoff == "best"
-    for dataset in ("sthv1", "sthv2"):
-        with pytest.raises(ValueError, match="TSM"):
-            _load_config(dataset, "mode=uni")
     with pytest.raises(ValueError, match="policy=.*V1 option"):
         _load_config("actnet", "mode=uni,policy=discrete")
 

@@ -1,4 +1,5 @@
-"""Plain-PyTorch reference of Uni-AdaFocus, ActivityNet / FCVID / Mini-Kinetics variant (tests only).
+"""Plain-PyTorch references of Uni-AdaFocus: the ActivityNet / FCVID / Mini-Kinetics variant and the
+TSM (Something-Something / Jester) variant (tests only).
 
 Written from the structure of the official `models/uni_adafocus.py` (LeapLabTHU/Uni-AdaFocus, as
 summarised in `shared/reference/adafocus_family.md` §1.4), not copied from it: the attribute names
@@ -18,8 +19,16 @@ DistributedDataParallel model, hence `module.`-prefixed):
 | `temporal_policy.Tconv.{0,1,3,4,6}` | Conv2d (3, 1), BN2d, ReLU, Conv2d (3, 1), BN2d, ReLU, Conv2d 1×1 → 1 |
 | `classifier.{global,local}_mlp.layers.{0,1}`, `classifier.{global,local}_classifiers.i.1` | the FrameExit-style pooling classifier |
 
-The MobileNetV2 / ResNet / crop pieces are those of `torch_reference.py`. Image tensors are NCHW;
-a video's frames are video-major on the batch axis (row = n · N + t).
+`UniAdaFocusTSM` is written from `archs/uni_adafocus_tsm.py` of the TSM code the same way; its
+released files (`sthv1_p96_8and8.pth.tar` … `sthv2_p128_8and16.pth.tar`, `jester_p128_8and12`)
+hold `{'epoch', 'arch', 'state_dict', 'optimizer', 'best_prec1', 'scaler'}` with `module.`-prefixed
+keys `global_CNN.base_model.*` (TSM MobileNetV2; its classifier is a Dropout), `global_CNN.new_fc`,
+`global_CNN.new_new_fc`, `local_CNN.base_model.*` (TSM ResNet-50, fc a Dropout), `local_CNN.new_fc`,
+`local_CNN.new_new_fc`, `aux_fc`, `spatial_policy.encoder.*` (the last Conv3d G×h×w) and
+`temporal_policy.Tconv.*`; no classifier (the logits are summed).
+
+The MobileNetV2 / ResNet / TSN / crop pieces are those of `torch_reference.py`. Image tensors are
+NCHW; a video's frames are video-major on the batch axis (row = n · N + t).
 """
 
 import torch
@@ -54,25 +63,29 @@ class UniTemporalPolicy(nn.Module):
 
 class UniSpatialPolicy(nn.Module):
     """`encoder`: 3-D convs over (glance frame, row, col) of the stacked glance maps, ending in a
-    1 × m × m conv to the four actions per glance frame, sigmoid."""
+    1 × m × m conv to the four actions per glance frame, sigmoid; with `per_video` (the TSM
+    variant) the last conv is G × m × m: four actions per video."""
 
-    def __init__(self, feature_dim, hidden_dim, num_glance, map_size=7):
+    def __init__(self, feature_dim, hidden_dim, num_glance, map_size=7, per_video=False):
         super().__init__()
         layers = []
         for i, k in enumerate((1, 3, 3)):
             layers += [nn.Conv3d(feature_dim if i == 0 else hidden_dim, hidden_dim, k,
                                  padding=k // 2, bias=False),
                        nn.BatchNorm3d(hidden_dim), nn.ReLU()]
-        layers += [nn.Conv3d(hidden_dim, 4, (1, map_size, map_size), bias=False), nn.Sigmoid()]
+        depth = num_glance if per_video else 1
+        layers += [nn.Conv3d(hidden_dim, 4, (depth, map_size, map_size), bias=False),
+                   nn.Sigmoid()]
         self.encoder = nn.Sequential(*layers)
-        self.num_glance = num_glance
+        self.num_glance, self.per_video = num_glance, per_video
 
     def forward(self, maps):
-        """`[B·G, C, m, m]` → actions `[B·G, 4]` (y, x, s_y, s_x)."""
+        """`[B·G, C, m, m]` → actions `[B·G, 4]` (y, x, s_y, s_x), or `[B, 4]` per video."""
         bg, c, h, w = maps.shape
         video = maps.reshape(bg // self.num_glance, self.num_glance, c, h, w).transpose(1, 2)
-        out = self.encoder(video)                                   # [B, 4, G, 1, 1]
-        return out.reshape(out.shape[0], 4, self.num_glance).transpose(1, 2).reshape(bg, 4)
+        out = self.encoder(video)                                   # [B, 4, G or 1, 1, 1]
+        steps = 1 if self.per_video else self.num_glance
+        return out.reshape(out.shape[0], 4, steps).transpose(1, 2).reshape(-1, 4)
 
 
 class UniMLP(nn.Module):
@@ -212,24 +225,98 @@ class UniAdaFocusANet(nn.Module):
                 "spatial_logits": spatial_logits}
 
 
-def uni_file(model: UniAdaFocusANet) -> dict:
-    """A released Uni checkpoint: `{'epoch', 'state_dict' (module.-prefixed), 'optimizer',
-    'best_acc1'}`."""
+class UniAdaFocusTSM(nn.Module):
+    """Uni-AdaFocus-TSM (Something-Something / Jester) with the official module names
+    (`archs/uni_adafocus_tsm.py`, test-time forward): the V2 Sth-Sth TSNs (`global_CNN` = TSM
+    MobileNetV2 on the G glance frames, `local_CNN` = TSM ResNet-50 on the K patches, each with
+    `new_fc` on the detached features and `new_new_fc`), `aux_fc`, the spatial policy with one
+    action per video and the temporal policy. `c` is our model config
+    (`models.uni_model_config("sthv2", ...)` or a tiny one)."""
+
+    def __init__(self, c):
+        super().__init__()
+        g, k = c.num_glance_frames, c.num_focus_frames
+        mobilenet = tr.MobileNetV2("tsm", None, c.glancer.width_mult, c.glancer.last_channel,
+                                   num_segments=g)
+        gdim = mobilenet.last_channel
+        self.global_CNN = tr.V2TSN(mobilenet, gdim, c.num_classes, g)
+        resnet = tr.ResNet(None, c.focuser.width, tuple(c.focuser.stage_sizes), k)
+        self.local_CNN = tr.V2TSN(resnet, resnet.num_features, c.num_classes, k)
+        self.aux_fc = nn.Linear(gdim, c.num_classes)
+        p = c.policy
+        self.spatial_policy = UniSpatialPolicy(gdim, p.spatial_hidden, g, tr._map_size(c),
+                                               per_video=True)
+        self.temporal_policy = UniTemporalPolicy(gdim, p.temporal_hidden, g, p.temperature)
+        self.num_candidates, self.num_glance, self.num_focus = c.num_candidate_frames, g, k
+        self.patch_size, self.side_range = c.patch_size, tuple(p.side_range)
+
+    def forward(self, glance, candidates):
+        """glance `[B, G, 3, S, S]`, candidates `[B, N, 3, S, S]` → dict: `logits` `[B, C]` (mean
+        glance logits + mean local logits), `step_logits` `[B, 2, C]` (the glance-only exit, the
+        mean `new_new_fc` logits, then `logits`), `frame_indices` `[B, K]`, `weights`
+        (temperature T) `[B, G]`, `actions` `[B, 1, 4]`, `top_left` and `side` `[B, 1, 2]`
+        (frame pixels), `global_logits` `[B, G, C]` (per-frame `new_fc`), `local_features`
+        `[B, K, F]`, `spatial_logits` `[B, C]` (the proxy head)."""
+        b, n, _, s, _ = candidates.shape
+        g, k, p = self.num_glance, self.num_focus, self.patch_size
+        # [B·G, C, m, m]
+        maps = self.global_CNN.base_model.features(glance.reshape(b * g, 3, s, s))
+        pooled = maps.mean(dim=(2, 3))        # the TSN's features (its head is a Dropout)
+        glance_logits, glance_reg = self.global_CNN.heads(pooled)
+        _, weights_t = self.temporal_policy(pooled)
+        actions = self.spatial_policy(maps)                                # [B, 4]
+        # The proxy head: the video's box cropped from all G maps at once ([B, G·C, m, m]).
+        c, m = maps.shape[1], maps.shape[-1]
+        cells = max(1, p * m // s)
+        crops = tr.uni_grid_patches(maps.reshape(b, g * c, m, m), actions, cells, p,
+                                    self.side_range)
+        spatial_logits = self.aux_fc(crops.reshape(b, g, c, cells, cells).mean(dim=(1, 3, 4)))
+        chosen = quantile_indices(weights_t, n, k)                         # [B, K]
+        rows = (chosen + n * torch.arange(b)[:, None]).reshape(-1)
+        # The K chosen frames as one [3K]-channel image per video: one box for all of them.
+        focus = candidates.reshape(b * n, 3, s, s)[rows].reshape(b, k * 3, s, s)
+        top_left, side = tr.uni_box(actions, s, p, p, self.side_range)
+        patches = tr.v2_grid_patches(focus, top_left, p, side).reshape(b * k, 3, p, p)
+        local_feat = torch.flatten(self.local_CNN.base_model.get_featmap(patches), 1)
+        local_logits, _ = self.local_CNN.heads(local_feat)
+        logits = glance_logits + local_logits
+        # The two exits of the official early-exit model (`archs/uni_adafocus_tsm_exit.py`).
+        return {"logits": logits, "step_logits": torch.stack([glance_reg, logits], dim=1),
+                "frame_indices": chosen, "weights": weights_t, "actions": actions[:, None],
+                "top_left": top_left[:, None], "side": side[:, None],
+                "global_logits": self.global_CNN.new_fc(pooled).reshape(b, g, -1),
+                "local_features": local_feat.reshape(b, k, -1),
+                "spatial_logits": spatial_logits}
+
+
+def uni_file(model: nn.Module) -> dict:
+    """A released Uni checkpoint, `state_dict` `module.`-prefixed (DistributedDataParallel):
+    ActivityNet family `{'epoch', 'state_dict', 'optimizer', 'best_acc1'}`; TSM (`main.py` of
+    the TSM code) `{'epoch', 'arch', 'state_dict', 'optimizer', 'best_prec1', 'scaler'}`."""
     wrapped = tr.DataParallelNames(model)
-    return {"epoch": 50, "state_dict": wrapped.state_dict(),
-            "optimizer": tr._optimizer_state(wrapped), "best_acc1": torch.tensor(80.7)}
+    out = {"epoch": 50, "state_dict": wrapped.state_dict(),
+           "optimizer": tr._optimizer_state(wrapped)}
+    if isinstance(model, UniAdaFocusTSM):
+        scaler = {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5,
+                  "growth_interval": 2000, "_growth_tracker": 17}   # GradScaler.state_dict()
+        return {**out, "arch": "resnet50", "best_prec1": 64.2, "scaler": scaler}
+    return {**out, "best_acc1": torch.tensor(80.7)}
 
 
-def build_uni(model_config, seed: int = 0, calibration_batch: int = 3) -> UniAdaFocusANet:
-    """The reference of `model_config` (random weights; BN statistics calibrated on random
-    videos, then randomised), eval mode. The last spatial and temporal convs are scaled up so
-    that boxes and frame choices depend clearly on the input."""
+def build_uni(model_config, seed: int = 0, calibration_batch: int = 3) -> nn.Module:
+    """The reference of `model_config` (`UniAdaFocusANet`, or `UniAdaFocusTSM` when
+    `policy.per_frame` is False; random weights; BN statistics calibrated on random videos, then
+    randomised), eval mode. The last spatial and temporal convs are scaled up so that boxes and
+    frame choices depend clearly on the input."""
     torch.manual_seed(seed)
     c = model_config
-    model = UniAdaFocusANet(c)
+    model = UniAdaFocusANet(c) if c.policy.per_frame else UniAdaFocusTSM(c)
     with torch.no_grad():
         model.spatial_policy.encoder[-2].weight.mul_(2.0)
         model.temporal_policy.Tconv[-1].weight.mul_(2.0)
     gen = torch.Generator().manual_seed(seed + 1)
     frames = tr.random_frames(calibration_batch, c.num_candidate_frames, c.input_size, gen)
-    return tr.calibrate_batch_norm(model, (frames,), gen)
+    if c.policy.per_frame:
+        return tr.calibrate_batch_norm(model, (frames,), gen)
+    glance = tr.random_frames(calibration_batch, c.num_glance_frames, c.input_size, gen)
+    return tr.calibrate_batch_norm(model, (glance, frames), gen)

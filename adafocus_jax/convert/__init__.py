@@ -17,6 +17,7 @@ Every file kind the official code and README release is understood (§10.1):
 | `v2_actnet` | AdaFocusV2 ActivityNet / FCVID / Mini-K `ckpt.best.pth.tar` (`main_v2.py`, `module.global_CNN.*`, ...) | glancer, focuser, policy, classifier (with `config.model.version = "v2"`) |
 | `v2_sthsth` | AdaFocusV2 Sth-Sth / Jester checkpoints (`main.py`, `module.global_CNN.base_model.*`, ...) | glancer, focuser, policy (the classifier is a parameterless sum) |
 | `uni_actnet` | Uni-AdaFocus ActivityNet / FCVID / Mini-K `actnet_p128.pth.tar`, `fcvid_p128.pth.tar`, `minik_p128.pth.tar` (`main.py` / `main_semiAMP.py`, DDP: `module.global_CNN.*`, ...) | glancer, focuser, policy, classifier (with `config.model.version = "uni"`, `configs/{actnet,fcvid,minik}.py:mode=uni`) |
+| `uni_sthsth` | Uni-AdaFocus-TSM Sth-Sth / Jester `sthv1_p96_8and8.pth.tar` … `sthv2_p128_8and16.pth.tar`, `jester_p128_8and12.pth.tar` (TSM `main.py`, DDP: `module.global_CNN.base_model.*`, ...) | glancer, focuser, policy (with `configs/{sthv1,sthv2}.py:mode=uni`; the classifier is a parameterless sum) |
 | `imagenet_mobilenetv2`, `imagenet_resnet50` | torchvision ImageNet state dicts (`mobilenet_v2-b0353104.pth`, `resnet50-0676ba61.pth`), where the official ActivityNet stage 0 starts | glancer / focuser; the 1000-way head is re-initialised (`head_seed`) |
 
 Uni-AdaFocus files (`inspection._split_uni_sources`): `global_CNN` (tonylins-layout MobileNetV2)
@@ -27,8 +28,11 @@ bn1, out}` (the (3, 1) Conv2d over [C, G, 1] is a 1-D conv over the G glance fra
 `spatial_policy.encoder.{0,1,3,4,6,7,9}` → `policy/spatial/{conv0, bn0, conv1, bn1, conv2, bn2,
 out}` (Conv3d), `aux_fc` → `policy/aux_fc`; `classifier.{global,local}_mlp.layers.{0,1}` →
 `classifier/{global,local}_mlp(_bn)`, `classifier.{global,local}_classifiers.i.1` →
-`classifier/{global,local}_head{i}`. The TSM (Sth-Sth / Jester) Uni layout is recognised and
-refused by name (not converted yet). A file of one version (V1, V2, Uni) with a config of another
+`classifier/{global,local}_head{i}`. The TSM (Sth-Sth / Jester) Uni files hold the AdaFocusV2
+Sth-Sth TSNs instead (`global_CNN.base_model` + `new_fc` + `new_new_fc` → glancer with
+`classifier` and `reg_classifier`, `local_CNN.*` likewise → focuser with `fc` and `reg_fc`) and
+the same policy, whose last Conv3d spans the G glance frames (one box per video); no classifier.
+A file of one version (V1, V2, Uni) with a config of another
 is an error saying which `mode=` fits.
 
 A file that holds only some modules converts to those modules only. Three ways to end with a full

@@ -223,7 +223,8 @@ def load_torch_checkpoint(path: str, config, *, parts: Iterable[str] | None = No
         _check_one_stage_architecture
     check(path, kind, family, {m: sources[m] for m in wanted}, cfg)
     missing = [m for m in MODULES if m not in wanted]
-    if kind == "v2_sthsth":   # the V2 Sth-Sth classifier (a logit sum) has no parameters
+    if kind in ("v2_sthsth", "uni_sthsth"):   # the Sth-Sth classifier (a logit sum) has no
+        # parameters
         missing = [m for m in missing if m != "classifier"]
     if missing and init_variables is None and not allow_partial:
         raise CheckpointError(

@@ -30,7 +30,7 @@ class CheckpointInfo:
     Attributes:
       path: the file.
       kind: "tsm_mobilenetv2", "tsm_resnet50", "sthsth", "actnet", "imagenet_mobilenetv2",
-        "imagenet_resnet50", "v2_actnet", "v2_sthsth" or "uni_actnet".
+        "imagenet_resnet50", "v2_actnet", "v2_sthsth", "uni_actnet" or "uni_sthsth".
       family: "sthsth" or "actnet": the code path whose networks the file holds.
       modules: the model modules (`glancer`, `focuser`, `policy`, `classifier`) it can fill.
       stage: a best guess at the training stage that wrote it (for printing), e.g. "stage 3".
@@ -159,11 +159,15 @@ _V2_RULES = {
                ("local_CNN.new_new_fc.", "focuser", "net.reg_fc."),
                ("policy_stn.", "policy", "v2_sth.")),
 }
-# Uni-AdaFocus (ActivityNet family): the V2 backbones and heads, the policy's three parts.
-_UNI_ANET_RULES = _V2_ANET_RULES + (("aux_fc.", "policy", "aux_fc."),
-                                    ("spatial_policy.", "policy", "spatial_policy."),
-                                    ("temporal_policy.", "policy", "temporal_policy."),
-                                    ("classifier.", "classifier", ""))
+# Uni-AdaFocus: the V2 backbones and heads of its family, the policy's three parts, and (the
+# ActivityNet family only) the exit classifier.
+_UNI_POLICY_RULES = (("aux_fc.", "policy", "aux_fc."),
+                     ("spatial_policy.", "policy", "spatial_policy."),
+                     ("temporal_policy.", "policy", "temporal_policy."))
+_UNI_RULES = {
+    "actnet": _V2_ANET_RULES + _UNI_POLICY_RULES + (("classifier.", "classifier", ""),),
+    "sthsth": tuple(r for r in _V2_RULES["sthsth"] if r[1] != "policy") + _UNI_POLICY_RULES,
+}
 _UNI_POLICY_PREFIXES = ("spatial_policy.", "temporal_policy.")
 
 
@@ -227,21 +231,24 @@ def _split_v2_sources(path: str, state: dict) -> tuple[str, str, dict[str, _Sour
 
 
 def _split_uni_sources(path: str, state: dict) -> tuple[str, str, dict[str, _Source]]:
-    """A released Uni-AdaFocus ActivityNet / FCVID / Mini-K checkpoint (`actnet_p128.pth.tar`,
-    ...: `{'state_dict': DistributedDataParallel(model).state_dict(), ...}`, `module.`-prefixed).
+    """A released Uni-AdaFocus checkpoint (`{'state_dict': DistributedDataParallel(model)
+    .state_dict(), ...}`, `module.`-prefixed).
 
-    The backbones and heads are named as in V2 (`global_CNN`, `global_CNN_fc.1`, `local_CNN`,
-    `local_CNN_fc.1`; the 1000-way `global_CNN.classifier` and `local_CNN.fc` are dropped); the
-    policy is `aux_fc`, `spatial_policy.encoder.{0,1,3,4,6,7,9}` and
-    `temporal_policy.Tconv.{0,1,3,4,6}`; the classifier `classifier.{global,local}_mlp.layers.{0,1}`
-    and `classifier.{global,local}_classifiers.i.1`.
+    ActivityNet / FCVID / Mini-K (`actnet_p128.pth.tar`, ...): the backbones and heads are named
+    as in V2 (`global_CNN`, `global_CNN_fc.1`, `local_CNN`, `local_CNN_fc.1`; the 1000-way
+    `global_CNN.classifier` and `local_CNN.fc` are dropped); the classifier is
+    `classifier.{global,local}_mlp.layers.{0,1}` and `classifier.{global,local}_classifiers.i.1`.
+    Sth-Sth / Jester, TSM (`sthv2_p128_8and16.pth.tar`, ...; `archs/uni_adafocus_tsm.py`): the
+    backbones are the V2 Sth-Sth TSNs (`global_CNN.base_model.*` TSM MobileNetV2,
+    `local_CNN.base_model.*` TSM ResNet-50, each with `new_fc` and `new_new_fc`); the prediction
+    is a logit sum, so no classifier. Both: the policy is `aux_fc`,
+    `spatial_policy.encoder.{0,1,3,4,6,7,9}` (TSM: the last Conv3d spans the G glance frames)
+    and `temporal_policy.Tconv.{0,1,3,4,6}`.
     """
-    if _has_prefix(state, "global_CNN.base_model."):
-        raise CheckpointError(
-            f"{path}: a Uni-AdaFocus TSM (Sth-Sth / Jester) checkpoint ('global_CNN.base_model.*' "
-            "keys); only the ActivityNet / FCVID / Mini-Kinetics Uni layout converts so far")
-    return "uni_actnet", "actnet", _split_by_rules(path, state, _UNI_ANET_RULES,
-                                                   "a Uni-AdaFocus ActivityNet-family checkpoint")
+    family = "sthsth" if _has_prefix(state, "global_CNN.base_model.") else "actnet"
+    what = ("a Uni-AdaFocus-TSM (Sth-Sth / Jester) checkpoint" if family == "sthsth" else
+            "a Uni-AdaFocus ActivityNet-family checkpoint")
+    return f"uni_{family}", family, _split_by_rules(path, state, _UNI_RULES[family], what)
 
 
 # What each `config.model.version` is called in messages, with its article.

@@ -48,8 +48,9 @@ def _v2_entries(path: str, module: str, source: _Source, cfg):
 
 
 def _uni_entries(path: str, module: str, source: _Source, cfg):
-    """Name maps of the Uni-AdaFocus ActivityNet-family modules (keys as renamed by
-    `inspection._split_uni_sources`; backbones and heads as in V2)."""
+    """Name maps of the Uni-AdaFocus modules (keys as renamed by `inspection._split_uni_sources`;
+    backbones and heads as in V2 of the same family; the TSM variant has no classifier and its
+    spatial `out` conv spans the G glance frames, which the Conv3d rule converts as it is)."""
     if module in ("glancer", "focuser"):
         return _v2_entries(path, module, source, cfg)
     if module == "policy":   # Tconv: conv, BN, ReLU, conv, BN, ReLU, conv; encoder: 3 × (conv,

@@ -91,6 +91,9 @@ def default_data_config(dataset: str) -> ml_collections.ConfigDict:
     # Training crop: GroupMultiScaleCrop with these fractions of the shorter side (official).
     c.crop_scales = transforms.OFFICIAL_CROP_SCALES
     c.short_video = short_video          # first_frame (TSM) | repeat_last (AR-Net)
+    # tsn (AdaFocus / TSM: `short_video` for clips shorter than the segments) | uniform
+    # (Uni-AdaFocus-TSM: fractional segments, frames repeated evenly; mode=uni on Sth-Sth).
+    c.segment_sampling = "tsn"
     c.eval_num_clips = 1                 # > 1: multi-clip testing (not official)
     c.eval_num_crops = 1                 # 1 | 3 | 10 (not official beyond 1)
     c.on_error = "raise"                 # raise | skip (logged, counted, reported per epoch)

@@ -85,6 +85,7 @@ class ExampleMaker:
         self.crop_scales = tuple(float(x) for x in c.get("crop_scales",
                                                          transforms.OFFICIAL_CROP_SCALES))
         self.short_video = str(c.short_video)
+        self.segment_sampling = str(c.get("segment_sampling", "tsn"))
         self.num_clips = int(c.eval_num_clips)
         self.num_crops = int(c.eval_num_crops)
         self.max_labels = int(c.max_labels)
@@ -98,6 +99,8 @@ class ExampleMaker:
             (self.scale_size >= self.input_size, "scale_size must be >= input_size"),
             (self.short_video in transforms.SHORT_VIDEO_MODES,
              f"short_video must be one of {transforms.SHORT_VIDEO_MODES}"),
+            (self.segment_sampling in transforms.SEGMENT_SAMPLINGS,
+             f"segment_sampling must be one of {transforms.SEGMENT_SAMPLINGS}"),
             (self.num_clips >= 1, "eval_num_clips must be >= 1"),
             (self.num_crops in transforms.EVAL_CROP_COUNTS,
              f"eval_num_crops must be one of {transforms.EVAL_CROP_COUNTS}"),
@@ -116,11 +119,15 @@ class ExampleMaker:
         """1-based (glance, focus or None) index lists: one pair in training, one per clip in eval."""
         clips = 1 if rng is not None else self.num_clips
         out = []
+        if self.segment_sampling == "uniform":
+            sample = transforms.uniform_segment_indices
+            extra = {}
+        else:
+            sample, extra = transforms.segment_indices, dict(short_video=self.short_video)
         for clip in range(clips):
-            kw = dict(short_video=self.short_video, clip_index=clip, num_clips=clips)
-            glance = transforms.segment_indices(num_frames, self.num_glance, rng, **kw)
-            focus = (transforms.segment_indices(num_frames, self.num_focus, rng, **kw)
-                     if self.separate_focus else None)
+            kw = dict(extra, clip_index=clip, num_clips=clips)
+            glance = sample(num_frames, self.num_glance, rng, **kw)
+            focus = sample(num_frames, self.num_focus, rng, **kw) if self.separate_focus else None
             out.append((glance, focus))
         return out
 

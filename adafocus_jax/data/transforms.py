@@ -12,7 +12,8 @@ Official behaviour reproduced (reference: adafocus_v1.md §7.2-7.3):
 - TSN segment sampling, 1-based frame indices: train draws one random frame per segment,
   evaluation takes segment centres; short videos fall back to frame 1 everywhere (Sth-Sth,
   `short_video="first_frame"`) or to 1..n then the last frame repeated (ActivityNet/FCVID/Mini-K,
-  `short_video="repeat_last"`).
+  `short_video="repeat_last"`). Uni-AdaFocus-TSM's loader uses fractional segments instead
+  (`uniform_segment_indices`, data option `segment_sampling="uniform"`).
 - Train: GroupMultiScaleCrop (scales 1, .875, .75, .66; crop sizes within 3 px of the output
   snap to it; width/height scale indices differ by at most `max_distort`; one of 13 fixed offsets),
   bilinear resize to S x S, then a horizontal flip with p = 0.5 where the dataset allows it.
@@ -96,6 +97,34 @@ def segment_indices(num_frames: int, num_segments: int, rng: np.random.Generator
         else:
             offsets = _short_video_offsets(num_frames, num_segments, short_video)
     return offsets.astype(np.int64) + 1
+
+
+SEGMENT_SAMPLINGS = ("tsn", "uniform")
+
+
+def uniform_segment_indices(num_frames: int, num_segments: int,
+                            rng: np.random.Generator | None = None, *, clip_index: int = 0,
+                            num_clips: int = 1) -> np.ndarray:
+    """Uni-AdaFocus-TSM's segment sampling (its `TSNDataSet`); 1-based int64 `[num_segments]`.
+
+    The video's n frames form T equal segments of n / T frames (fractional); segment k reads
+    frame floor((k + u_k) · n / T) with u_k ~ U[0, 1) in training (`rng`) and u = 0.5 at
+    evaluation. Unlike `segment_indices` it needs no short-video fallback: T > n repeats frames
+    evenly (48 candidates of a 30-frame clip). Clip c of N evaluation clips uses u = (c + ½) / N
+    (not official beyond N = 1).
+    """
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if num_segments < 1:
+        raise ValueError(f"num_segments must be >= 1, got {num_segments}")
+    if not 0 <= clip_index < num_clips:
+        raise ValueError(f"clip_index {clip_index} not in [0, {num_clips})")
+    if rng is not None:
+        u = rng.random(num_segments)
+    else:
+        u = np.full(num_segments, (clip_index + 0.5) / num_clips)
+    offsets = np.floor((u + np.arange(num_segments)) / num_segments * num_frames)
+    return np.minimum(offsets.astype(np.int64), num_frames - 1) + 1
 
 
 # --------------------------------------------------------------------------------------------

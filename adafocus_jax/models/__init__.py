@@ -94,44 +94,73 @@ def v2_model_config(dataset: str, patch_size: int) -> ml_collections.ConfigDict:
     return to_v2_model_config(default_model_config(dataset, patch_size))
 
 
-def to_uni_model_config(c: ml_collections.ConfigDict,
-                        fc_dropout: float = 0.2) -> ml_collections.ConfigDict:
-    """Turns an ActivityNet-family model config into Uni-AdaFocus on the same backbones
-    (adafocus_family.md §1.4), in place: 48 candidate frames, 16 glanced, 16 chosen for the local
-    network; temporal policy (two 3-tap convs of 64, 1×1), spatial policy (3-D convs of 128, box
-    side 96…224 px), MC surrogate with 128 samples; the Uni exit classifier (MLPs of 4096, 16
-    global + 16 local exits, dropout 0.2); glance and local heads with dropout `fc_dropout`
-    (0.2; 0.1 on Mini-Kinetics). The TSM (Sth-Sth) variant is not built here.
+def to_uni_model_config(c: ml_collections.ConfigDict, fc_dropout: float = 0.2,
+                        num_focus_frames: int | None = None) -> ml_collections.ConfigDict:
+    """Turns a V1 model config into Uni-AdaFocus on the same backbones (adafocus_family.md
+    §1.4), in place: temporal policy (two 3-tap convs of 64, 1×1), spatial policy (3-D convs of
+    128, box side 96…224 px), MC surrogate with 128 samples; glance and local heads with dropout
+    `fc_dropout`.
+
+    ActivityNet family (`policy.per_frame`): 48 candidate frames, 16 glanced, 16 chosen for the
+    local network, one box per chosen frame; the Uni exit classifier (MLPs of 4096, 16 global +
+    16 local exits, dropout 0.2); `fc_dropout` 0.2 (0.1 on Mini-Kinetics).
+
+    Something-Something (the TSM variant): the 8 TSM glance frames, K = `num_focus_frames`
+    (16 by default; 8 and 12 are the other released settings) local frames chosen among N = 3K
+    candidates, one box per video (the spatial policy's last conv spans the 8 glance maps); the
+    AdaFocusV2 Sth-Sth heads on TSM MobileNetV2 / ResNet-50, logits summed; `fc_dropout` 0.5.
     """
-    if not c.policy.per_frame:
-        raise ValueError("to_uni_model_config: the Sth-Sth (TSM) Uni-AdaFocus variant is not "
-                         "implemented; Uni mode exists for actnet, fcvid and minik")
+    per_frame = bool(c.policy.per_frame)
+    if per_frame and num_focus_frames is not None:
+        raise ValueError("to_uni_model_config: num_focus_frames is an option of the TSM "
+                         "(Sth-Sth) variant; the ActivityNet family uses 48 / 16 / 16")
     c.version = "uni"
-    c.num_candidate_frames = 48
-    c.num_glance_frames = 16
-    c.num_focus_frames = 16
+    if per_frame:
+        c.num_glance_frames, c.num_focus_frames = 16, 16
+    else:
+        c.num_focus_frames = 16 if num_focus_frames is None else int(num_focus_frames)
+    c.num_candidate_frames = 3 * c.num_focus_frames
     c.frame_order = "natural"
     c.policy = ml_collections.ConfigDict(dict(
-        kind="uni", per_frame=True, spatial_hidden=128, temporal_hidden=64, temperature=1.0,
-        side_range=(96.0, 224.0), mc_samples=128))
-    c.classifier = ml_collections.ConfigDict(dict(kind="uni_exit", hidden_dim=4096, dropout=0.2))
+        kind="uni", per_frame=per_frame, spatial_hidden=128, temporal_hidden=64,
+        temperature=1.0, side_range=(96.0, 224.0), mc_samples=128))
+    c.classifier = ml_collections.ConfigDict(
+        dict(kind="uni_exit", hidden_dim=4096, dropout=0.2) if per_frame else
+        dict(kind="logit_sum"))
     c.glancer.dropout = float(fc_dropout)
     c.focuser.dropout = float(fc_dropout)
     c.focuser.with_fc = True
     return c
 
 
-def uni_model_config(dataset: str, patch_size: int | None = None,
-                     fc_dropout: float = 0.2) -> ml_collections.ConfigDict:
+def uni_model_config(dataset: str, patch_size: int | None = None, fc_dropout: float = 0.2,
+                     num_focus_frames: int | None = None) -> ml_collections.ConfigDict:
     """The official Uni-AdaFocus network for `dataset` (see `to_uni_model_config`)."""
-    return to_uni_model_config(default_model_config(dataset, patch_size), fc_dropout)
+    return to_uni_model_config(default_model_config(dataset, patch_size), fc_dropout,
+                               num_focus_frames)
+
+
+def is_uni_tsm(model_config) -> bool:
+    """Uni-AdaFocus's TSM (Sth-Sth) variant: separate glance frames and N candidate frames."""
+    return model_config.get("version", "v1") == "uni" and not model_config.policy.per_frame
 
 
 def input_frames(model_config) -> int:
-    """Frames of the model's `glance_frames` input: the N candidates (Uni-AdaFocus) or T_G."""
-    if model_config.get("version", "v1") == "uni":
+    """Frames of the model's `glance_frames` input: the N candidates (Uni-AdaFocus, ActivityNet
+    family) or T_G."""
+    if model_config.get("version", "v1") == "uni" and not is_uni_tsm(model_config):
         return int(model_config.num_candidate_frames)
     return int(model_config.num_glance_frames)
+
+
+def focus_input_frames(model_config) -> int | None:
+    """Frames of the model's `focus_frames` input: None (Uni-AdaFocus, ActivityNet family: no
+    focus input), the N candidates (Uni-AdaFocus-TSM) or T_L."""
+    if is_uni_tsm(model_config):
+        return int(model_config.num_candidate_frames)
+    if model_config.get("version", "v1") == "uni":
+        return None
+    return int(model_config.num_focus_frames)
 
 
 def tiny_model_config(dataset: str = "sthv2") -> ml_collections.ConfigDict:
@@ -208,9 +237,11 @@ def _validate_uni(c: ml_collections.ConfigDict) -> None:
     if not 0 < g <= n or not 0 < k <= n:
         raise ValueError(f"config.model: Uni-AdaFocus needs 0 < num_glance_frames={g} and "
                          f"num_focus_frames={k} <= num_candidate_frames={n}")
-    if c.policy.kind != "uni" or c.classifier.kind != "uni_exit":
+    classifier = "uni_exit" if c.policy.per_frame else "logit_sum"
+    if c.policy.kind != "uni" or c.classifier.kind != classifier:
         raise ValueError("config.model.version='uni' needs policy.kind='uni' and "
-                         "classifier.kind='uni_exit' (use models.to_uni_model_config), got "
+                         f"classifier.kind={classifier!r} (policy.per_frame="
+                         f"{bool(c.policy.per_frame)}; use models.to_uni_model_config), got "
                          f"{c.policy.kind!r} and {c.classifier.kind!r}")
     lo, hi = c.policy.side_range
     if not 0 < lo <= c.patch_size <= hi:
@@ -221,13 +252,12 @@ def _validate_uni(c: ml_collections.ConfigDict) -> None:
 
 
 def dummy_inputs(model_config, batch_size: int = 1, dtype=jnp.float32):
-    """Zero glance and focus frames of the configured shapes (Uni-AdaFocus: the N candidate
-    frames and None)."""
+    """Zero glance and focus frames of the configured shapes (`input_frames`,
+    `focus_input_frames`; Uni-AdaFocus, ActivityNet family: the N candidate frames and None)."""
     s = model_config.input_size
     glance = jnp.zeros((batch_size, input_frames(model_config), s, s, 3), dtype)
-    if model_config.get("version", "v1") == "uni":
-        return glance, None
-    return glance, jnp.zeros((batch_size, model_config.num_focus_frames, s, s, 3), dtype)
+    focus = focus_input_frames(model_config)
+    return glance, None if focus is None else jnp.zeros((batch_size, focus, s, s, 3), dtype)
 
 
 def init_variables(model: AdaFocus, rng: jax.Array, batch_size: int = 1):
@@ -244,6 +274,6 @@ def init_variables(model: AdaFocus, rng: jax.Array, batch_size: int = 1):
 
 __all__ = ["AdaFocus", "AdaFocusV2", "UniAdaFocus", "AdaFocusOutput", "Modes", "create_model",
            "v2_model_config", "to_v2_model_config", "uni_model_config", "to_uni_model_config",
-           "input_frames", "coarse_to_fine_order",
+           "input_frames", "focus_input_frames", "is_uni_tsm", "coarse_to_fine_order",
            "default_model_config", "tiny_model_config", "init_variables", "dummy_inputs",
            "deterministic_actions", "sample_actions", "validate_model_config"]

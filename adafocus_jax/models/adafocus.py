@@ -84,11 +84,14 @@ class AdaFocusOutput:
     frame_indices: Any = None
 
 
-def check_frames(cfg, glance_frames: jnp.ndarray, focus_frames: jnp.ndarray) -> None:
+def check_frames(cfg, glance_frames: jnp.ndarray, focus_frames: jnp.ndarray,
+                 num_focus_frames: int | None = None) -> None:
     """Raises ValueError unless the frames are `[B, T_G, S, S, 3]` and `[B, T_L, S, S, 3]` with the
-    configured T_G, T_L and S (`cfg` = the model config)."""
+    configured T_G, T_L and S (`cfg` = the model config; `num_focus_frames` replaces T_L, e.g.
+    Uni-AdaFocus-TSM's N candidate frames)."""
+    t_l = cfg.num_focus_frames if num_focus_frames is None else num_focus_frames
     for name, frames, expected in (("glance_frames", glance_frames, cfg.num_glance_frames),
-                                   ("focus_frames", focus_frames, cfg.num_focus_frames)):
+                                   ("focus_frames", focus_frames, t_l)):
         if frames.ndim != 5 or frames.shape[1] != expected or frames.shape[-1] != 3 or \
                 frames.shape[2:4] != (cfg.input_size, cfg.input_size):
             raise ValueError(

@@ -115,7 +115,9 @@ class MobileNetV2(nn.Module):
 
         Returns:
           dict with `feature_map` `[N, ceil(H/32), ceil(W/32), last_channel]` (after the last ReLU6),
-          `pooled` `[N, last_channel]` (spatial mean) and, with a head, `logits` `[N, num_classes]`.
+          `pooled` `[N, last_channel]` (spatial mean) and, with a head, `logits` `[N, num_classes]`
+          and `head_features` `[N, last_channel]` (what the heads read: `pooled` after the
+          dropout; Uni-AdaFocus-TSM's temporal policy reads it too).
         """
         y = conv(make_divisible(32 * self.width_mult), 3, 2, dtype=self.dtype, name="stem_conv")(x)
         y = nn.relu6(BatchNorm(use_running_average=not train, dtype=self.dtype, name="stem_bn")(y))
@@ -132,6 +134,7 @@ class MobileNetV2(nn.Module):
         out = {"feature_map": feature_map, "pooled": pooled}
         if self.num_classes is not None and (with_logits or self.is_initializing()):
             h = nn.Dropout(self.classifier_dropout, deterministic=not train)(pooled)
+            out["head_features"] = h
             head_in = jax.lax.stop_gradient(h) if self.head_stop_gradient else h
             out["logits"] = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(head_in)
             if self.reg_head:

@@ -22,10 +22,27 @@ random removals) and the spatial policy's proxy: the same actions crop the detac
 The crop the local network sees is detached, so the spatial policy learns only from that proxy
 (and from the scale regulariser).
 
+Something-Something variant (Uni-AdaFocus-TSM, `policy.per_frame = False`; the official
+`archs/uni_adafocus_tsm.py`): G = 8 glance frames and N = 3K candidate frames (K = 8, 12 or 16)
+come from the loader, each set TSN-sampled on its own; TSM in both networks (MobileNetV2 on the
+G glance frames, ResNet-50 on the K patches), which carry the AdaFocusV2 Sth-Sth heads.
+
+    glance [B, G, S, S, 3] ─► glancer (TSM) ─► maps, head features (after dropout) [B, G, C_G],
+                                                logits (detached head), reg_logits [B, G, C]
+    stop_gradient(head features) ─► TemporalPolicy ─► weights [B, G] ─► K of the N candidates
+    stop_gradient(maps) ─► SpatialPolicy (last conv G×7×7) ─► ONE action per video [B, 1, 4]
+        ─► stop_gradient ─► the same box on all K chosen frames ─► patches [B, K, P, P, 3]
+        ─► focuser (TSM over the K patches) ─► logits, reg_logits [B, K, C]
+    mean_t glance logits + mean_t local logits (`SumLogitsV2`) ─► the prediction [B, C]
+
+Its Monte-Carlo surrogate re-weights the detached per-frame "reg" glance logits (it trains the
+temporal policy only); the proxy crops every glance map with the video's box.
+
 Top-level modules keep the family's names: `glancer` (MobileNetV2 with its head, the official
-`global_CNN_fc`), `focuser` (ResNet-50 with `fc` = `local_CNN_fc`), `policy` (`temporal`,
-`spatial` and `aux_fc`), `classifier`. The recipe gives `policy/aux_fc` its own learning rate
-(the official glance multiplier, `stages.recipe(lr_groups=...)`).
+`global_CNN_fc`; TSM: `new_fc` / `new_new_fc` as `classifier` / `reg_classifier`), `focuser`
+(ResNet-50 with `fc` = `local_CNN_fc`; TSM: `fc` / `reg_fc`), `policy` (`temporal`, `spatial`
+and `aux_fc`), `classifier` (no parameters in the TSM variant). The recipe gives `policy/aux_fc`
+its own learning rate (the official glance multiplier, `stages.recipe(lr_groups=...)`).
 """
 
 from typing import Any
@@ -36,12 +53,10 @@ import jax.numpy as jnp
 
 from adafocus_jax import crop as crop_lib
 from adafocus_jax import rl
-from adafocus_jax.models.adafocus import AdaFocusOutput, Modes
+from adafocus_jax.models.adafocus import AdaFocusOutput, Modes, check_frames
 from adafocus_jax.models.layers import BatchNorm
-from adafocus_jax.models.mobilenet_v2 import MobileNetV2
 from adafocus_jax.models.recurrent import torch_dense
-from adafocus_jax.models.resnet import ResNet
-from adafocus_jax.models.v2 import AdaFocusV2
+from adafocus_jax.models.v2 import AdaFocusV2, SumLogitsV2
 from adafocus_jax.patch_modes import patch_modes
 
 UNI_PATCH_MODES = patch_modes("uni")   # see adafocus_jax.patch_modes
@@ -93,13 +108,16 @@ class TemporalPolicy(nn.Module):
 
 
 class SpatialPolicy(nn.Module):
-    """Glance maps `[B, G, h, w, C]` → actions `[B, G, 4]` in (0, 1): (y, x, s_y, s_x) per frame.
+    """Glance maps `[B, G, h, w, C]` → actions `[B, St, 4]` in (0, 1): (y, x, s_y, s_x).
 
     3-D convs over (time, row, col) as the official `SpatialPolicy`: 1×1×1 → `hidden_dim`, BN,
     ReLU, then two 3×3×3 (zero padding 1), each with BN and ReLU, and a 1×h×w conv (7×7 at the
-    official size, no padding) to 4 channels, sigmoid. No biases.
+    official size, no padding) to 4 channels, sigmoid: one action per glance frame (St = G). With
+    `per_video` (the TSM variant) the last conv is G×h×w: one action per video (St = 1). No
+    biases.
     """
     hidden_dim: int = 128
+    per_video: bool = False
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -112,9 +130,10 @@ class SpatialPolicy(nn.Module):
                         name=f"conv{i}")(x)
             x = nn.relu(BatchNorm(use_running_average=not train, dtype=self.dtype,
                                   name=f"bn{i}")(x))
-        x = nn.Conv(4, (1, h, w), padding="VALID", use_bias=False, dtype=self.dtype,
-                    kernel_init=_TORCH_CONV_INIT, name="out")(x)       # [B, G, 1, 1, 4]
-        return nn.sigmoid(x.reshape(b, g, 4).astype(jnp.float32))
+        steps = 1 if self.per_video else g
+        x = nn.Conv(4, (g // steps, h, w), padding="VALID", use_bias=False, dtype=self.dtype,
+                    kernel_init=_TORCH_CONV_INIT, name="out")(x)       # [B, St, 1, 1, 4]
+        return nn.sigmoid(x.reshape(b, steps, 4).astype(jnp.float32))
 
 
 class UniPolicy(nn.Module):
@@ -126,6 +145,7 @@ class UniPolicy(nn.Module):
       spatial_hidden, temporal_hidden: widths (128 and 64 officially).
       temperature: the sharpened weights w^(1/T) used to choose frames (1.0 officially).
       side_range: box sides (lo, hi) in frame pixels for scales 0 and 1 (96, 224 officially).
+      per_video: one box per video (the TSM variant, `SpatialPolicy.per_video`).
     """
     num_classes: int
     glance_features: int
@@ -133,11 +153,12 @@ class UniPolicy(nn.Module):
     temporal_hidden: int = 64
     temperature: float = 1.0
     side_range: tuple[float, float] = (96.0, 224.0)
+    per_video: bool = False
     dtype: Any = jnp.float32
 
     def setup(self):
         self.temporal = TemporalPolicy(self.temporal_hidden)
-        self.spatial = SpatialPolicy(self.spatial_hidden, dtype=self.dtype)
+        self.spatial = SpatialPolicy(self.spatial_hidden, self.per_video, dtype=self.dtype)
         self.aux_fc = torch_dense(self.num_classes, self.glance_features)
 
     def frame_weights(self, pooled: jnp.ndarray, train: bool = False):
@@ -146,7 +167,8 @@ class UniPolicy(nn.Module):
         return jax.nn.softmax(logits, axis=-1), jax.nn.softmax(logits / self.temperature, axis=-1)
 
     def locate(self, maps: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        """`[B, G, h, w, C_G]` (detached by the caller) → actions `[B, G, 4]`."""
+        """`[B, G, h, w, C_G]` (detached by the caller) → actions `[B, St, 4]` (St = G, or 1
+        per video)."""
         return self.spatial(maps, train)
 
     def proxy_logits(self, maps: jnp.ndarray, actions: jnp.ndarray, patch_size: int,
@@ -155,7 +177,8 @@ class UniPolicy(nn.Module):
 
         Args:
           maps: `[B, G, h, w, C_G]` glance maps (detached by the caller).
-          actions: `[B, G, 4]` the spatial policy's actions (gradients flow to them).
+          actions: `[B, St, 4]` the spatial policy's actions (gradients flow to them); one per
+            video (St = 1) crops every glance map with the same box.
           patch_size: P; input_size: S (the map covers the S × S frame).
 
         Returns:
@@ -261,51 +284,100 @@ class UniExitClassifier(nn.Module):
 
 class UniAdaFocus(AdaFocusV2):
     """Uni-AdaFocus on the family's networks; `config.model.version == "uni"`
-    (`models.to_uni_model_config`). Reuses AdaFocusV2's glance and local calls (`glance_v2`,
-    `local_v2`); V2's own policy path (`locate`, `v2_crop`, `fuse`, `frame_order`) is not used.
+    (`models.to_uni_model_config`). Reuses AdaFocusV2's backbones and their glance and local calls
+    (`setup_backbones`, `glance_v2`, `local_v2`); V2's own policy path (`locate`, `v2_crop`,
+    `fuse`, `frame_order`) is not used. Two variants, after `config.model.policy.per_frame`:
 
-    `__call__(frames)` takes the N candidate frames `[B, N, S, S, 3]` as `glance_frames` (no
-    separate focus frames) and returns `AdaFocusOutput` with `step_logits` `[B, G + K, C]`,
-    `actions` `[B, K, 4]`, `patch_offsets` `[B, K, 2]` (int32 floor of the box top-left),
-    `dist_params` the temporal weights `[B, G]`, `frame_indices` `[B, K]`. `train_outputs` is the
-    training forward pass (loss "uni").
+    * ActivityNet family (per frame): `__call__(frames)` takes the N candidate frames
+      `[B, N, S, S, 3]` as `glance_frames` (no focus frames); the glance network sees G of them
+      (`glance_indices`); one box per chosen frame (St = K), the exit classifier
+      (`step_logits` `[B, G + K, C]`).
+    * Something-Something, TSM (per video): `__call__(glance_frames, focus_frames)` takes the G
+      glance frames `[B, G, S, S, 3]` and the N candidate frames `[B, N, S, S, 3]` (the loader's
+      `focus`, sampled independently as the official TSN loader does); TSM MobileNetV2 and TSM
+      ResNet-50 with the AdaFocusV2 Sth-Sth heads (detached TSN heads + "reg" heads); the
+      temporal policy reads the detached dropped-out glance features, the Monte-Carlo surrogate
+      the detached per-frame "reg" logits; one box per video for all K chosen frames (St = 1);
+      the prediction is `SumLogitsV2` (mean glance logits + mean local logits), `step_logits`
+      `[B, 2, C]` its two exits (the glance "reg" logits averaged over frames, then the full
+      prediction).
+
+    The output (`AdaFocusOutput`) has `actions` `[B, St, 4]`, `patch_offsets` `[B, St, 2]` (int32
+    floor of the box top-left), `dist_params` the temporal weights `[B, G]`, `frame_indices`
+    `[B, K]`. `train_outputs` is the training forward pass (loss "uni").
     """
+
+    @property
+    def tsm(self) -> bool:
+        """The Something-Something (TSM) variant: one box per video, separate glance frames."""
+        return not self.config.policy.per_frame
+
+    @property
+    def box_steps(self) -> int:
+        """St: boxes per video (1 for the TSM variant, else one per chosen frame)."""
+        return 1 if self.tsm else self.config.num_focus_frames
 
     def setup(self):
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
-        self.glancer = MobileNetV2(
-            num_classes=cfg.num_classes, width_mult=cfg.glancer.width_mult,
-            last_channel=cfg.glancer.last_channel, classifier_dropout=cfg.glancer.dropout,
-            dtype=dtype)
-        self.focuser = ResNet(
-            num_classes=cfg.num_classes, stage_sizes=tuple(cfg.focuser.stage_sizes),
-            width=cfg.focuser.width, head_dropout=cfg.focuser.dropout, dtype=dtype)
+        self.setup_backbones()
         p = cfg.policy
         self.policy = UniPolicy(
             num_classes=cfg.num_classes, glance_features=self.glancer.num_features,
             spatial_hidden=p.spatial_hidden, temporal_hidden=p.temporal_hidden,
-            temperature=p.temperature, side_range=tuple(p.side_range), dtype=dtype)
-        self.classifier = UniExitClassifier(
-            cfg.num_classes, cfg.num_glance_frames, cfg.num_focus_frames,
-            self.glancer.num_features, self.focuser.num_features, cfg.classifier.hidden_dim,
-            cfg.classifier.dropout)
+            temperature=p.temperature, side_range=tuple(p.side_range), per_video=self.tsm,
+            dtype=dtype)
+        if self.tsm:
+            self.classifier = SumLogitsV2()
+        else:
+            self.classifier = UniExitClassifier(
+                cfg.num_classes, cfg.num_glance_frames, cfg.num_focus_frames,
+                self.glancer.num_features, self.focuser.num_features,
+                cfg.classifier.hidden_dim, cfg.classifier.dropout)
 
     # ----------------------------------------------------------------------------------------
 
-    def check_candidates(self, frames: jnp.ndarray, focus_frames) -> None:
+    def check_inputs(self, glance_frames: jnp.ndarray, focus_frames) -> None:
         cfg = self.config
-        n, s = cfg.num_candidate_frames, cfg.input_size
+        n, g, s = cfg.num_candidate_frames, cfg.num_glance_frames, cfg.input_size
+        if self.tsm:
+            if focus_frames is None:
+                raise ValueError(f"Uni-AdaFocus-TSM: pass the {g} glance frames and the {n} "
+                                 "candidate frames (focus_frames) of each video")
+            check_frames(cfg, glance_frames, focus_frames, num_focus_frames=n)
+            return
         if focus_frames is not None:
             raise ValueError("Uni-AdaFocus chooses its focus frames among the candidate frames: "
                              f"pass the {n} candidates as glance_frames and no focus_frames")
-        if frames.ndim != 5 or frames.shape[1:] != (n, s, s, 3):
+        if glance_frames.ndim != 5 or glance_frames.shape[1:] != (n, s, s, 3):
             raise ValueError(f"Uni-AdaFocus: frames must be [B, {n}, {s}, {s}, 3] "
-                             f"(config.model.num_candidate_frames), got {frames.shape}")
+                             f"(config.model.num_candidate_frames), got {glance_frames.shape}")
+
+    def glance_candidates(self, glance_frames: jnp.ndarray, focus_frames, train: bool,
+                          rng: jax.Array | None = None):
+        """→ (glance outputs (`glance_v2`), candidates `[B, N, S, S, 3]`, glance indices
+        `[B, G]` or None for the TSM variant, whose glance frames are given)."""
+        cfg = self.config
+        if self.tsm:
+            return self.glance_v2(glance_frames, train), focus_frames, None
+        g_idx = glance_indices(cfg.num_candidate_frames, cfg.num_glance_frames,
+                               glance_frames.shape[0], rng)
+        return self.glance_v2(take_frames(glance_frames, g_idx), train), glance_frames, g_idx
+
+    def temporal_inputs(self, glance: dict):
+        """(features `[B, G, C_G]` for the temporal policy, per-frame logits `[B, G, C]` for the
+        Monte-Carlo surrogate). ActivityNet family: the pooled features and the glance head's
+        logits (the surrogate also trains the glance network). TSM: the dropped-out features the
+        heads read and the "reg" head's logits, both detached (the official code), so the
+        surrogate trains the temporal policy only."""
+        if self.tsm:
+            return (jax.lax.stop_gradient(glance["head_features"]),
+                    jax.lax.stop_gradient(glance["reg_logits"]))
+        return glance["pooled"], glance["logits"]
 
     def box_patches(self, frames: jnp.ndarray, actions: jnp.ndarray):
-        """`[B, K, S, S, 3]` frames, actions `[B, K, 4]` (detached here) → (patches
-        `[B, K, P, P, 3]`, top-left `[B, K, 2]` pixels)."""
+        """`[B, K, S, S, 3]` frames, actions `[B, St, 4]` (detached here) → (patches
+        `[B, K, P, P, 3]`, top-left `[B, St, 2]` pixels)."""
         cfg = self.config
         top, side = crop_lib.uni_boxes(jax.lax.stop_gradient(actions), cfg.input_size,
                                        cfg.patch_size, cfg.patch_size,
@@ -320,60 +392,75 @@ class UniAdaFocus(AdaFocusV2):
 
     def policy_frames(self, frames: jnp.ndarray, weights_t: jnp.ndarray, actions: jnp.ndarray,
                       offsets):
-        """The K chosen frames `[B, K, S, S, 3]`, their indices `[B, K]` and the glance actions
-        interpolated to them `[B, K, 4]` (u = `offsets`: stratified in training, 0.5 at test)."""
-        indices, chosen = self.choose_frames(weights_t, actions, offsets)
-        return take_frames(frames, indices), indices, chosen
+        """The K chosen frames `[B, K, S, S, 3]`, their indices `[B, K]` and their actions
+        `[B, St, 4]` (u = `offsets`: stratified in training, 0.5 at test): the glance actions
+        interpolated in time to the chosen frames, or the TSM variant's one action per video."""
+        indices, actions = self.choose_frames(weights_t, actions, offsets)
+        return take_frames(frames, indices), indices, actions
 
     def choose_frames(self, weights_t: jnp.ndarray, actions: jnp.ndarray, offsets):
-        """Temporal weights `[B, G]`, glance actions `[B, G, 4]` → the K chosen candidates'
-        indices `[B, K]` (increasing) and the actions interpolated to them `[B, K, 4]`."""
+        """Temporal weights `[B, G]`, the spatial policy's actions `[B, St, 4]` → the K chosen
+        candidates' indices `[B, K]` (increasing) and their actions: interpolated in time to
+        them `[B, K, 4]`, or (TSM) the video's one action `[B, 1, 4]`."""
         cfg = self.config
         indices = rl.quantile_frame_indices(weights_t, cfg.num_candidate_frames,
                                             cfg.num_focus_frames, offsets)
-        per_frame = crop_lib.interpolate_actions(actions, cfg.num_candidate_frames)
-        return indices, take_frames(per_frame, indices)
+        if not self.tsm:
+            actions = take_frames(crop_lib.interpolate_actions(actions, cfg.num_candidate_frames),
+                                  indices)
+        return indices, actions
 
-    def train_outputs(self, frames: jnp.ndarray, focus_frames=None,
+    def fuse_uni(self, glance: dict, local: dict, train: bool = False):
+        """Glance outputs of B videos, local outputs of the same B → (logits `[B, C]`,
+        step_logits `[B, G + K, C]` (exit classifier) or `[B, 2, C]` (TSM: glance-only exit,
+        then the summed logits))."""
+        if not self.tsm:
+            return self.classifier(glance["pooled"], local["pooled"], train)
+        logits, _ = self.classifier(glance["logits"], local["logits"])
+        return logits, jnp.stack([glance["reg_logits"].mean(axis=1), logits], axis=1)
+
+    def train_outputs(self, glance_frames: jnp.ndarray, focus_frames=None,
                       train: "bool | Modes" = True) -> dict:
         """The Uni-AdaFocus training forward pass (rng streams `frames`, `patches`, `dropout`).
 
         Returns:
-          dict with `glance` (`maps`, `pooled`, `logits` `[B, G, C]`), `local` (`pooled`,
-          `logits` `[2B, K, ·]`: policy boxes first, then random ones, one local-network call),
-          `logits` `[2B, C]`, `step_logits` `[2B, G + K, C]`, `temporal_logits` `[B, C]` (MC
-          surrogate), `spatial_logits` `[B, C]` (proxy), `proxy_actions` `[B, G, 4]`, `weights`
-          `[B, G]`, `glance_indices` `[B, G]`, `frame_indices` `[B, K]`, `actions` and
-          `random_actions` `[B, K, 4]`.
+          dict with `glance` (`maps`, `pooled`, `logits` `[B, G, C]`; TSM also `reg_logits`,
+          `head_features`), `local` (`pooled`, `logits` `[2B, K, ·]`, TSM also `reg_logits`:
+          policy boxes first, then random ones, one local-network call), `logits` `[2B, C]`,
+          `step_logits` `[2B, St', C]` (see `fuse_uni`), `temporal_logits` `[B, C]` (MC
+          surrogate), `spatial_logits` `[B, C]` (proxy), `proxy_actions` `[B, St, 4]`, `weights`
+          `[B, G]`, `glance_indices` `[B, G]` (None for TSM), `frame_indices` `[B, K]`,
+          `actions` and `random_actions` `[B, St, 4]`.
         """
         cfg = self.config
         modes = Modes.of(train)
-        self.check_candidates(frames, focus_frames)
-        b, g = frames.shape[0], cfg.num_glance_frames
+        self.check_inputs(glance_frames, focus_frames)
+        b, g = glance_frames.shape[0], cfg.num_glance_frames
         k_glance, k_u, k_mc = jax.random.split(self.make_rng("frames"), 3)
-        g_idx = glance_indices(cfg.num_candidate_frames, g, b, k_glance)
-        glance = self.glance_v2(take_frames(frames, g_idx), modes.glancer)
+        glance, frames, g_idx = self.glance_candidates(glance_frames, focus_frames,
+                                                       modes.glancer, k_glance)
         maps = jax.lax.stop_gradient(glance["maps"])
         actions = self.policy.locate(maps, modes.policy)
         # The official code runs the spatial policy a second time for the proxy: the same output,
         # but train-mode BatchNorm updates its running statistics twice per step.
         proxy_actions = self.policy.locate(maps, modes.policy) if modes.policy else actions
-        weights, weights_t = self.policy.frame_weights(glance["pooled"], modes.policy)
+        features, frame_logits = self.temporal_inputs(glance)
+        weights, weights_t = self.policy.frame_weights(features, modes.policy)
         keep = rl.removal_keep_masks(k_mc, weights, max(1, g // 3), int(cfg.policy.mc_samples))
-        temporal_logits = rl.mc_surrogate_logits(glance["logits"], weights, keep)
+        temporal_logits = rl.mc_surrogate_logits(frame_logits, weights, keep)
         spatial_logits = self.policy.proxy_logits(maps, proxy_actions, cfg.patch_size,
                                                   cfg.input_size)
         focus, f_idx, policy_actions = self.policy_frames(
             frames, weights_t, actions,
             rl.stratified_offsets(k_u, (b, cfg.num_focus_frames)))
         random_actions = self.fixed_side_actions(jax.random.uniform(
-            self.make_rng("patches"), (b, cfg.num_focus_frames, 2), jnp.float32))
+            self.make_rng("patches"), (b, self.box_steps, 2), jnp.float32))
         patches, _ = self.box_patches(jnp.concatenate([focus, focus], axis=0),
                                       jnp.concatenate([policy_actions, random_actions], axis=0))
         local = self.local_v2(patches, modes.focuser)
         # Two classifier calls (separate train-mode batch statistics), as the official code.
-        fused = [self.classifier(glance["pooled"], local["pooled"][i * b:(i + 1) * b],
-                                 modes.classifier) for i in range(2)]
+        fused = [self.fuse_uni(glance, jax.tree.map(lambda x: x[i * b:(i + 1) * b], local),
+                               modes.classifier) for i in range(2)]
         return {"glance": glance, "local": local,
                 "logits": jnp.concatenate([f[0] for f in fused], axis=0),
                 "step_logits": jnp.concatenate([f[1] for f in fused], axis=0),
@@ -388,8 +475,9 @@ class UniAdaFocus(AdaFocusV2):
         """Inference (and `init`): test-time glance frames, u = 0.5, one box set.
 
         Args:
-          glance_frames: the N candidate frames `[B, N, S, S, 3]` (normalised).
-          focus_frames: must be None.
+          glance_frames: ActivityNet family: the N candidate frames `[B, N, S, S, 3]`; TSM: the
+            G glance frames `[B, G, S, S, 3]` (normalised).
+          focus_frames: None (ActivityNet family) or the N candidate frames (TSM).
           train: bool or `Modes`.
           patch_mode: "policy" (the spatial policy's boxes), "random" (uniform locations, side P,
             rng stream 'patches') or "center" (the centre P × P box); the frames are always the
@@ -402,17 +490,16 @@ class UniAdaFocus(AdaFocusV2):
             raise ValueError("UniAdaFocus takes no patch_offsets")
         cfg = self.config
         modes = Modes.of(train)
-        self.check_candidates(glance_frames, focus_frames)
+        self.check_inputs(glance_frames, focus_frames)
         b = glance_frames.shape[0]
-        g_idx = glance_indices(cfg.num_candidate_frames, cfg.num_glance_frames, b)
-        glance = self.glance_v2(take_frames(glance_frames, g_idx), modes.glancer)
+        glance, frames, _ = self.glance_candidates(glance_frames, focus_frames, modes.glancer)
         maps = jax.lax.stop_gradient(glance["maps"])
         actions = self.policy.locate(maps, modes.policy)
-        _, weights_t = self.policy.frame_weights(glance["pooled"], modes.policy)
+        _, weights_t = self.policy.frame_weights(self.temporal_inputs(glance)[0], modes.policy)
         if self.is_initializing():   # create the proxy head's parameters
             self.policy.proxy_logits(maps, actions, cfg.patch_size, cfg.input_size)
-        focus, f_idx, chosen = self.policy_frames(glance_frames, weights_t, actions, 0.5)
-        shape = (b, cfg.num_focus_frames, 2)
+        focus, f_idx, chosen = self.policy_frames(frames, weights_t, actions, 0.5)
+        shape = (b, self.box_steps, 2)
         if patch_mode == "random":
             chosen = self.fixed_side_actions(
                 jax.random.uniform(self.make_rng("patches"), shape, jnp.float32))
@@ -420,11 +507,11 @@ class UniAdaFocus(AdaFocusV2):
             chosen = self.fixed_side_actions(jnp.full(shape, 0.5, jnp.float32))
         patches, top = self.box_patches(focus, chosen)
         local = self.local_v2(patches, modes.focuser)
-        logits, step_logits = self.classifier(glance["pooled"], local["pooled"],
-                                              modes.classifier)
+        logits, step_logits = self.fuse_uni(glance, local, modes.classifier)
         return AdaFocusOutput(logits=logits, step_logits=step_logits,
                               patch_offsets=jnp.floor(top).astype(jnp.int32), actions=chosen,
-                              dist_params=weights_t, values=None, glance_out=glance["pooled"],
+                              dist_params=weights_t, values=None,
+                              glance_out=glance["logits" if self.tsm else "pooled"],
                               local_features=local["pooled"], frame_indices=f_idx)
 
     # ----------------------------------------------------------------------------------------
@@ -437,6 +524,9 @@ class UniAdaFocus(AdaFocusV2):
         """The glance stage and exit 0: the G test-time glance frames `[B, G, S, S, 3]`
         (normalised; candidates `glance_indices(N, G, B)`) → dict `maps` `[B, G, h, w, C_G]`,
         `pooled` `[B, G, C_G]`, `global_state` `[B, hidden]`, `logits` `[B, C]`."""
+        if self.tsm:
+            raise ValueError("UniAdaFocus.exit_glance: the 17 exits are the ActivityNet-family "
+                             "variant's; the TSM variant has no exit classifier")
         glance = self.glance_v2(glance_frames, False)
         state, logits = self.classifier.global_exit(glance["pooled"])
         return {"maps": glance["maps"], "pooled": glance["pooled"], "global_state": state,

@@ -166,7 +166,11 @@ class AdaFocusV2(AdaFocus):
     uses the exact float box). `train_outputs` is the training forward pass.
     """
 
-    def setup(self):
+    def setup_backbones(self):
+        """Builds `glancer` and `focuser` with their heads (called from `setup`; shared with
+        Uni-AdaFocus). Sth-Sth (per-video policy): TSM when configured, TSN heads `classifier` /
+        `fc` on detached features plus the "reg" heads; ActivityNet family: one head each on the
+        non-detached features."""
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
         sth = not cfg.policy.per_frame
@@ -181,6 +185,11 @@ class AdaFocusV2(AdaFocus):
             width=cfg.focuser.width,
             shift_segments=cfg.num_focus_frames if cfg.focuser.temporal_shift else None,
             head_dropout=cfg.focuser.dropout, head_stop_gradient=sth, reg_head=sth, dtype=dtype)
+
+    def setup(self):
+        cfg = self.config
+        dtype = jnp.dtype(cfg.dtype)
+        self.setup_backbones()
         self.policy = PolicyV2(hidden_dims=tuple(cfg.policy.hidden_dims),
                                recurrent=bool(cfg.policy.per_frame),
                                encoder_channels=cfg.policy.encoder_channels, dtype=dtype)

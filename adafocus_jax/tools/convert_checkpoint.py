@@ -9,6 +9,8 @@ an Orbax checkpoint of Flax variables `{'params', 'batch_stats'}` for a config's
         --torch_checkpoint=128s3_checkpoint.pth.tar --output_dir=/ckpt/actnet_128
     python -m adafocus_jax.tools.convert_checkpoint --config=configs/actnet.py:mode=uni \\
         --torch_checkpoint=actnet_p128.pth.tar --output_dir=/ckpt/uni_actnet_128   # Uni-AdaFocus
+    python -m adafocus_jax.tools.convert_checkpoint --config=configs/sthv2.py:mode=uni \
+        --torch_checkpoint=sthv2_p128_8and16.pth.tar --output_dir=/ckpt/uni_sthv2_128   # Uni-TSM
     python -m adafocus_jax.tools.convert_checkpoint --config=configs/sthv2.py \\
         --torch_checkpoint=144x144.pth.tar --inspect        # only report what the file holds
 
