@@ -11,6 +11,16 @@ training) it evaluates, with `adafocus_jax.evaluate.evaluate_model`:
 | `oracle` | the same networks | the patch centred on the digit (the data knows it): what a perfect locator would show (not a bound: the networks are fine-tuned on grid-cell patches, where the digit sits off-centre) |
 | `full_frame` | the local network + its fc on every whole frame (stage-0 head) | none |
 | `glance_only` | the glance network + its head on every frame (stage-0 head) | none |
+| `uniform_frames` | Uni-AdaFocus only: the same networks on uniformly spaced frames (`config.model.policy.frame_choice = "uniform"`) | the learned boxes |
+
+A Uni-AdaFocus run (`config.model.version == "uni"`, configs/synthetic.py:mode=uni) evaluates
+`learned` (the temporal policy's frames, the spatial policy's boxes), `uniform_frames` (same number
+of local frames, same boxes policy, equal cost), `random` / `center` (the policy's frames, random or
+centre boxes of side P), `full_frame` and `glance_only` (on all N candidate frames); no `oracle`
+(the model takes no given boxes). Its JSON adds `uni_learned` and `uni_uniform_frames` (copies of
+those rows), per patch row `frame_hit` (% of the chosen frames that show the digit, on data with
+`target_present`), and in `meta` `margin_vs_uniform_frames` and `required_frame_margin`
+(`config.benchmark.required_frame_margin`, 5 points); `passed` then also needs that margin.
 
 and writes `WORKDIR/<dataset>_benchmark.json` (`synthetic_benchmark.json` for the synthetic data):
 
@@ -44,7 +54,8 @@ Entry points:
         # adds the real early-exit section `early_exit` (early_exit_section) to the JSON.
 
 Config keys read: `config.benchmark.{split, full_frame_stage, batch_size, max_batches,
-required_margin, variants}` (all optional but `split`), `config.dataset`, `config.seed`.
+required_margin, required_frame_margin, variants}` (all optional but `split`), `config.dataset`,
+`config.seed`.
 """
 
 import json
@@ -63,9 +74,15 @@ from adafocus_jax import handoff, json_io, models, parallel, stages
 
 # Variant → evaluate_model patch mode (adafocus_jax.patch_modes).
 VARIANT_PATCH_MODE = {"learned": "policy", "random": "random", "center": "center", "oracle": "oracle",
-               "full_frame": "focuser", "glance_only": "glancer"}
+               "full_frame": "focuser", "glance_only": "glancer", "uniform_frames": "policy"}
+# Variants that run the model with another `config.model.policy.frame_choice` (Uni-AdaFocus).
+VARIANT_FRAME_CHOICE = {"uniform_frames": "uniform"}
 REQUIRED = ("learned", "random", "center", "full_frame")
 DEFAULT_VARIANTS = "learned,random,center,oracle,full_frame,glance_only"
+# Uni-AdaFocus: its frames are the temporal policy's (or uniformly spaced ones), and it takes no
+# given boxes, so no oracle.
+UNI_REQUIRED = REQUIRED + ("uniform_frames",)
+UNI_DEFAULT_VARIANTS = "learned,uniform_frames,random,center,full_frame,glance_only"
 
 
 def benchmark_path(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -73,18 +90,40 @@ def benchmark_path(config: ml_collections.ConfigDict, workdir: str) -> str:
     return os.path.join(workdir, f"{config.dataset}_benchmark.json")
 
 
+def _is_uni(config) -> bool:
+    return config.model.get("version", "v1") == "uni"
+
+
 def _variants(config) -> list[str]:
-    spec = str(config.benchmark.get("variants", DEFAULT_VARIANTS))
+    uni = _is_uni(config)
+    spec = str(config.benchmark.get("variants", UNI_DEFAULT_VARIANTS if uni else DEFAULT_VARIANTS))
     names = [v.strip() for v in spec.split(",") if v.strip()]
     unknown = [v for v in names if v not in VARIANT_PATCH_MODE]
     if unknown:
         raise ValueError(f"config.benchmark.variants: unknown {unknown}; expected a subset of "
                          f"{list(VARIANT_PATCH_MODE)}")
-    missing = [v for v in REQUIRED if v not in names]
+    unfit = [v for v in names if v == ("oracle" if uni else "uniform_frames")]
+    if unfit:
+        raise ValueError(f"config.benchmark.variants: {unfit} needs "
+                         + ("a model that takes given boxes (V1 / V2), not Uni-AdaFocus" if uni
+                            else "a model that chooses its frames (config.model.version = 'uni')"))
+    required = UNI_REQUIRED if uni else REQUIRED
+    missing = [v for v in required if v not in names]
     if missing:
-        raise ValueError(f"config.benchmark.variants must include {list(REQUIRED)} "
+        raise ValueError(f"config.benchmark.variants must include {list(required)} "
                          f"(missing {missing})")
     return names
+
+
+def _variant_model(config, model, name: str):
+    """The module a variant runs: `model`, or (`VARIANT_FRAME_CHOICE`) the same networks with
+    another `config.model.policy.frame_choice` (same parameters)."""
+    choice = VARIANT_FRAME_CHOICE.get(name)
+    if choice is None:
+        return model
+    model_config = ml_collections.ConfigDict(model.config.to_dict())
+    model_config.policy.frame_choice = choice
+    return models.create_model(model_config)
 
 
 def _batch_size(config, mesh) -> int:
@@ -112,19 +151,26 @@ def format_table(results: Mapping[str, Any]) -> str:
     """A plain-text table of the variants (accuracy %, GFLOPs per video, cost vs full frame, and
     the % of frames whose patch holds the whole target where the data knows it)."""
     full = results.get("full_frame", {}).get("gflops")
-    lines = [f"{'variant':<12s} {'accuracy %':>10s} {'GFLOPs/video':>13s} {'vs full frame':>14s}"
-             f" {'on target %':>12s}"]
+    frames = any("frame_hit" in row for name, row in results.items() if name != "meta")
+    lines = [f"{'variant':<18s} {'accuracy %':>10s} {'GFLOPs/video':>13s} {'vs full frame':>14s}"
+             f" {'on target %':>12s}" + (f" {'frames w/ target %':>19s}" if frames else "")]
     for name, row in results.items():
         if name == "meta":
             continue
         rel = f"{row['gflops'] / full:13.2f}x" if full else f"{'':>14s}"
         hit = f"{row['target_hit']:12.1f}" if "target_hit" in row else f"{'':>12s}"
-        lines.append(f"{name:<12s} {row['accuracy']:10.2f} {row['gflops']:13.4f} {rel} {hit}")
+        shown = (f" {row['frame_hit']:19.1f}" if "frame_hit" in row else f" {'':>19s}") \
+            if frames else ""
+        lines.append(f"{name:<18s} {row['accuracy']:10.2f} {row['gflops']:13.4f} {rel} {hit}"
+                     f"{shown}")
     meta = results.get("meta", {})
     if "margin_vs_random" in meta:
-        lines.append(f"learned − random: {meta['margin_vs_random']:+.2f} points, learned − center: "
-                     f"{meta['margin_vs_center']:+.2f} points (required ≥ "
-                     f"{meta['required_margin']:g}: {'PASS' if meta['passed'] else 'FAIL'})")
+        line = (f"learned − random: {meta['margin_vs_random']:+.2f} points, learned − center: "
+                f"{meta['margin_vs_center']:+.2f} points (required ≥ {meta['required_margin']:g})")
+        if "margin_vs_uniform_frames" in meta:
+            line += (f", learned − uniform frames: {meta['margin_vs_uniform_frames']:+.2f} points "
+                     f"(required ≥ {meta['required_frame_margin']:g})")
+        lines.append(f"{line}: {'PASS' if meta['passed'] else 'FAIL'}")
     return "\n".join(lines)
 
 
@@ -159,13 +205,17 @@ def run(config: ml_collections.ConfigDict, workdir: str, variables: Mapping, *, 
     for name in names:
         mode = VARIANT_PATCH_MODE[name]
         var = full_vars if name == "full_frame" else variables
+        runs = _variant_model(config, model, name)
         t0 = time.time()
-        out = eval_lib.evaluate_model(config, model, var, source, patch_mode=mode,
+        out = eval_lib.evaluate_model(config, runs, var, source, patch_mode=mode,
                                       batch_size=batch_size, mesh=mesh, max_batches=max_batches)
-        gflops, _ = flops_lib.variant_gflops(model, name)
+        gflops, _ = flops_lib.variant_gflops(runs, name)
         results[name] = {"accuracy": float(out["top1"]), "gflops": float(gflops)}
-        if "target_hit" in out:     # % of frames whose patch holds the whole digit
-            results[name]["target_hit"] = round(float(out["target_hit"]), 2)
+        # % of frames whose patch holds the whole digit; Uni-AdaFocus on data where only some
+        # frames show it: % of its chosen frames that show it.
+        for key in ("target_hit", "frame_hit"):
+            if key in out:
+                results[name][key] = round(float(out[key]), 2)
         num_videos = int(out["num_videos"])
         logging.info("benchmark %s (%s): top-1 %.2f%%, %.4f GFLOPs/video (%.1f s)", name, mode,
                      out["top1"], gflops, time.time() - t0)
@@ -186,6 +236,20 @@ def run(config: ml_collections.ConfigDict, workdir: str, variables: Mapping, *, 
     if results["meta"]["mechanism"] == "v2":
         # An AdaFocusV2 run (configs/synthetic.py:mode=v2): its learned row is "V2 end-to-end".
         results["v2_learned"] = dict(results["learned"])
+    if results["meta"]["mechanism"] == "uni":
+        # A Uni-AdaFocus run (configs/synthetic.py:mode=uni): the policy's frames must beat
+        # uniformly spaced ones at equal cost (same boxes policy, same number of local frames).
+        frame_margin = results["learned"]["accuracy"] - results["uniform_frames"]["accuracy"]
+        required_frames = float(config.benchmark.get("required_frame_margin", 5.0))
+        results["meta"].update(
+            margin_vs_uniform_frames=float(frame_margin), required_frame_margin=required_frames,
+            passed=results["meta"]["passed"] and frame_margin >= required_frames,
+            num_candidate_frames=int(config.model.num_candidate_frames),
+            num_glance_frames=int(config.model.num_glance_frames),
+            num_focus_frames=int(config.model.num_focus_frames),
+            digit_frames=int(config.data.get("synthetic", {}).get("digit_frames", 0)))
+        results["uni_learned"] = dict(results["learned"])
+        results["uni_uniform_frames"] = dict(results["uniform_frames"])
     if jax.process_index() == 0:
         path = benchmark_path(config, workdir)
         os.makedirs(workdir, exist_ok=True)

@@ -33,6 +33,7 @@ from adafocus_jax import data as data_lib
 from adafocus_jax import metrics as metrics_lib
 from adafocus_jax import json_io, parallel
 from adafocus_jax.data.transforms import normalize_batch_frames
+from adafocus_jax.models.uni import take_frames
 from adafocus_jax.patch_modes import patch_modes
 
 EVAL_PATCH_MODES = patch_modes("eval")   # see adafocus_jax.patch_modes
@@ -54,7 +55,9 @@ def make_eval_step(model, patch_mode: str, seed: int, with_scores: bool):
 
     Returns a dict of masked sums: scalars `correct1`, `correct5`, `loss_sum`, `count`,
     `target_hit_sum` (the summed fraction of frames whose patch holds the whole
-    `batch["target_box"]` when the data provides one (single view), else 0), and per class
+    `batch["target_box"]` when the data provides one (single view), else 0; see `target_hits`),
+    `frame_hit_sum` (Uni-AdaFocus on data with `target_present`: the summed fraction of chosen
+    frames that show the target, else 0), and per class
     `class_correct`, `class_count` `[C]` (top-1 hits and videos by label; label -1 is not
     counted); with `with_scores` also `scores` `[B, C]` softmax probabilities (view-averaged) for
     the mAP.
@@ -63,7 +66,7 @@ def make_eval_step(model, patch_mode: str, seed: int, with_scores: bool):
         raise ValueError(f"patch_mode must be one of {EVAL_PATCH_MODES}, got {patch_mode!r}")
 
     def step(variables, batch, batch_index):
-        target_hit = jnp.zeros((), jnp.float32)
+        target_hit = frame_hit = jnp.zeros((), jnp.float32)
         glance, focus = normalize_batch_frames(batch)
         labels = batch["label"]
         mask = batch["mask"].astype(jnp.float32)
@@ -100,9 +103,9 @@ def make_eval_step(model, patch_mode: str, seed: int, with_scores: bool):
             logits = output.logits
             if "target_box" in batch and not views:
                 # Data that knows where the target is (synthetic): patches holding all of it.
-                target_hit = jnp.sum(metrics_lib.patch_hit_fraction(
-                    output.patch_offsets, batch["target_box"], int(model.config.patch_size))
-                    * mask)
+                hit, chosen = target_hits(model.config, output, batch)
+                target_hit = jnp.sum(hit * mask)
+                frame_hit = jnp.sum(chosen * mask)
         logits = logits.astype(jnp.float32)
         if views:
             # Mean of the V probability vectors, kept in log space: log(mean_v p_v) =
@@ -120,6 +123,7 @@ def make_eval_step(model, patch_mode: str, seed: int, with_scores: bool):
             "loss_sum": jnp.sum(metrics_lib.cross_entropy(logits, labels) * mask),
             "count": jnp.sum(mask),
             "target_hit_sum": target_hit,
+            "frame_hit_sum": frame_hit,
             "class_correct": jnp.zeros(num_classes, jnp.float32).at[by_class].add(
                 correct1, mode="drop"),
             "class_count": jnp.zeros(num_classes, jnp.float32).at[by_class].add(
@@ -132,9 +136,34 @@ def make_eval_step(model, patch_mode: str, seed: int, with_scores: bool):
     return step
 
 
+def target_hits(model_config, output, batch) -> tuple[jax.Array, jax.Array]:
+    """Per video: (fraction of the local network's frames whose patch holds the whole target,
+    fraction of those frames that show the target at all), both float32 `[B]`.
+
+    V1 / V2: the P × P patch at `output.patch_offsets` of each frame. Uni-AdaFocus
+    (`output.frame_indices` set): its box of free size (`crop.uni_boxes` of `output.actions`) at
+    each chosen frame, against that frame's target box. A frame that does not show the target
+    (`batch["target_present"]`, synthetic `digit_frames`) is never a hit; without that key every
+    frame shows it (the second fraction is then 1 for Uni, 0 otherwise).
+    """
+    boxes, present = batch["target_box"], batch.get("target_present")
+    offsets, side = output.patch_offsets, int(model_config.patch_size)
+    chosen = jnp.zeros(boxes.shape[:1], jnp.float32)
+    if output.frame_indices is not None:
+        idx = output.frame_indices
+        boxes = take_frames(boxes, idx)
+        present = None if present is None else take_frames(present, idx)
+        s, p = int(model_config.input_size), int(model_config.patch_size)
+        offsets, side = crop_lib.uni_boxes(output.actions, s, p, p,
+                                           tuple(model_config.policy.side_range))
+        chosen = (jnp.ones(idx.shape, jnp.float32) if present is None
+                  else present.astype(jnp.float32)).mean(axis=1)
+    return metrics_lib.patch_hit_fraction(offsets, boxes, side, present), chosen
+
+
 # The per-batch masked sums every eval step returns (accumulated on the device).
-SUM_KEYS = ("correct1", "correct5", "loss_sum", "count", "target_hit_sum", "class_correct",
-            "class_count")
+SUM_KEYS = ("correct1", "correct5", "loss_sum", "count", "target_hit_sum", "frame_hit_sum",
+            "class_correct", "class_count")
 
 
 def _jitted_step(model, patch_mode: str, seed: int, with_scores: bool, mesh):
@@ -210,7 +239,8 @@ def evaluate_model(config, model, variables: Mapping, source, *, patch_mode: str
       also "map_absent_classes": how many classes have no positive among the evaluated videos (the
       mAP averages over the others; logged when > 0, see `metrics.mean_average_precision_detail`).
       With data that provides `target_box` (synthetic) and a patch mode, also "target_hit": the
-      percentage of frames whose patch holds the whole target.
+      percentage of frames whose patch holds the whole target; for Uni-AdaFocus on data with
+      `target_present` also "frame_hit": the percentage of chosen frames that show the target.
     """
     mesh = parallel.make_mesh() if mesh is None else mesh
     parallel.check_batch_size(batch_size, mesh, "eval batch size")
@@ -227,7 +257,7 @@ def evaluate_model(config, model, variables: Mapping, source, *, patch_mode: str
     total_batches = min(len(loader), max_batches) if max_batches else len(loader)
     bar = _progress(total_batches, progress, f"eval {patch_mode}")
     totals = _zero_totals(int(model.config.num_classes), mesh)
-    has_target = False
+    has_target = has_present = False
     scores, labels, masks = [], [], []
     in_flight: list[jax.Array] = []
     start = time.time()
@@ -236,6 +266,7 @@ def evaluate_model(config, model, variables: Mapping, source, *, patch_mode: str
         if max_batches and index >= max_batches:
             break
         has_target = has_target or "target_box" in host_batch
+        has_present = has_present or "target_present" in host_batch
         batch = parallel.shard_batch(host_batch, mesh)
         totals, batch_scores = step(variables, batch, np.int32(index), totals)
         in_flight.append(totals["count"])
@@ -262,6 +293,8 @@ def evaluate_model(config, model, variables: Mapping, source, *, patch_mode: str
         "map": float("nan")}
     if has_target and patch_mode in ("policy", "random", "random_grid", "center", "oracle"):
         result["target_hit"] = 100.0 * float(totals["target_hit_sum"]) / count
+        if has_present and model.config.get("version", "v1") == "uni":
+            result["frame_hit"] = 100.0 * float(totals["frame_hit_sum"]) / count
     if with_map:
         keep = np.concatenate([parallel.host_gather(m) for m in masks]).astype(bool)
         detail = metrics_lib.mean_average_precision_detail(

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adafocus_jax.models import focus_input_frames, input_frames
+from adafocus_jax.models import dummy_inputs, focus_input_frames, input_frames
 from adafocus_jax.models.recurrent import GRU
 
 
@@ -99,6 +99,9 @@ VARIANTS = {
     "center": ("apply", "center"),
     # A given patch, like the centre one: no policy network runs (where it comes from is free).
     "oracle": ("apply", "center"),
+    # Uni-AdaFocus with uniformly spaced frames and the learned boxes: counted on the model of
+    # `config.model.policy.frame_choice = "uniform"`, which still runs the (tiny) temporal policy.
+    "uniform_frames": ("apply", "policy"),
     "full_frame": ("method", "focuser_logits"),
     "glance_only": ("method", "glancer_logits"),
 }
@@ -117,7 +120,9 @@ def count_method_gflops(model, method: str, frames_shape=None):
       model: an `AdaFocus` module.
       method: "focuser_logits" (local network + its fc on every focus frame at full resolution)
         or "glancer_logits" (glance network + its head on every glance frame).
-      frames_shape: `[1, T, S, S, 3]`; default: the configured focus (or glance) frames.
+      frames_shape: `[1, T, S, S, 3]`; default: the configured focus (or glance) frames
+        (`models.focus_input_frames`, `models.input_frames`; Uni-AdaFocus, ActivityNet family:
+        the N candidate frames for both).
 
     Returns:
       (gflops per video, {top-level module: gflops}).
@@ -126,10 +131,13 @@ def count_method_gflops(model, method: str, frames_shape=None):
         raise ValueError(f"method must be focuser_logits or glancer_logits, got {method!r}")
     cfg = model.config
     s = cfg.input_size
-    frames = cfg.num_focus_frames if method == "focuser_logits" else cfg.num_glance_frames
+    glance, focus = (jax.ShapeDtypeStruct(x.shape, jnp.float32) if x is not None else None
+                     for x in dummy_inputs(cfg))
+    # The frames the evaluation feeds each head: the model's focus input (the glance input when
+    # it has none: Uni-AdaFocus, ActivityNet family) or its glance input.
+    frames = focus_input_frames(cfg) if method == "focuser_logits" else None
+    frames = input_frames(cfg) if frames is None else frames
     frames_shape = tuple(frames_shape or (1, frames, s, s, 3))
-    glance = jax.ShapeDtypeStruct((1, cfg.num_glance_frames, s, s, 3), jnp.float32)
-    focus = jax.ShapeDtypeStruct((1, cfg.num_focus_frames, s, s, 3), jnp.float32)
     variables = _abstract_variables(model, glance, focus)
     x = jax.ShapeDtypeStruct(frames_shape, jnp.float32)
     with count_macs() as totals:

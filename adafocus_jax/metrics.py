@@ -51,29 +51,37 @@ def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
     return (num_better < k).astype(jnp.float32)
 
 
-def patch_hit_fraction(offsets: jax.Array, boxes: jax.Array, patch_size: int) -> jax.Array:
+def patch_hit_fraction(offsets: jax.Array, boxes: jax.Array, patch_size,
+                       present: jax.Array | None = None) -> jax.Array:
     """Fraction of frames whose patch holds the whole target box (the synthetic data knows it).
 
     Args:
-      offsets: int `[B, St, 2]` top-left (row, col) of the patch per policy step; St is 1 (one
-        patch per video, broadcast over frames) or T (one patch per frame).
+      offsets: `[B, St, 2]` top-left (row, col) of the patch per policy step (int, or float for
+        Uni-AdaFocus's continuous boxes); St is 1 (one patch per video, broadcast over frames) or
+        T (one patch per frame).
       boxes: int `[B, T, 4]` target box per frame, (y0, x0, y1, x1) with exclusive ends.
-      patch_size: P, the patch side in pixels.
+      patch_size: P, the patch side in pixels, or the sides (rows, cols) per step `[B, St, 2]`
+        (Uni-AdaFocus's boxes of free size and aspect).
+      present: optional bool `[B, T]`: frames that show the target (synthetic `digit_frames`);
+        a frame without it never counts as a hit.
 
     Returns:
-      float32 `[B]`: per video, the fraction of its T frames whose P×P patch contains the box.
+      float32 `[B]`: per video, the fraction of its T frames whose patch contains the box.
     """
-    offsets = jnp.asarray(offsets, jnp.int32)
-    boxes = jnp.asarray(boxes, jnp.int32)
+    offsets = jnp.asarray(offsets, jnp.float32)
+    boxes = jnp.asarray(boxes, jnp.float32)
     if offsets.ndim != 3 or boxes.ndim != 3 or boxes.shape[-1] != 4 or offsets.shape[-1] != 2:
         raise ValueError(f"patch_hit_fraction: offsets {offsets.shape} must be [B, St, 2] and boxes "
                          f"{boxes.shape} [B, T, 4]")
     if offsets.shape[1] not in (1, boxes.shape[1]):
         raise ValueError(f"patch_hit_fraction: {offsets.shape[1]} policy steps for "
                          f"{boxes.shape[1]} frames (expected 1 or {boxes.shape[1]})")
+    side = jnp.broadcast_to(jnp.asarray(patch_size, jnp.float32), offsets.shape)
     top, left = offsets[..., 0], offsets[..., 1]
     inside = ((top <= boxes[..., 0]) & (left <= boxes[..., 1])
-              & (boxes[..., 2] <= top + patch_size) & (boxes[..., 3] <= left + patch_size))
+              & (boxes[..., 2] <= top + side[..., 0]) & (boxes[..., 3] <= left + side[..., 1]))
+    if present is not None:
+        inside = inside & jnp.asarray(present, bool)
     return jnp.mean(inside.astype(jnp.float32), axis=1)
 
 

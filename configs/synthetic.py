@@ -6,6 +6,8 @@ then the end-of-run benchmark (learned policy vs random / centre patches vs the 
     python -m adafocus_jax.benchmark --config=configs/synthetic.py --workdir=DIR   # re-run the table
     python main.py --config=configs/synthetic.py:mode=v2 --workdir=DIR  # AdaFocusV2, one stage
     python main.py --config=configs/synthetic.py:halftone=3 --workdir=DIR   # V1 on V2's data
+    python main.py --config=configs/synthetic.py:mode=uni --workdir=DIR # Uni-AdaFocus, which frames
+    python main.py --config=configs/synthetic.py:mode=uni,digit_frames=0 --workdir=DIR  # digit in all
 
 `DIR/synthetic_benchmark.json` holds the held-out ("test" digits) accuracy and GFLOPs per video of
 each variant (see adafocus_jax/benchmark.py).
@@ -31,6 +33,11 @@ Why these choices:
   ImageNet weights), and with a few hundred steps SGD stayed at chance on this data (measured).
 * An "epoch" is 1,024 freshly drawn training videos; the official extra epoch at learning rate 0
   is dropped (it would only cost time).
+* `:mode=uni` (Uni-AdaFocus) runs on the *which-frames* variant of the data
+  (`config.data.synthetic.digit_frames`, see `UNI_FRAMES`): the digit is in 2 of 8 candidate
+  frames, so the temporal policy has something to choose, and the benchmark compares its frames
+  with uniformly spaced ones at equal cost (`uniform_frames`). Stage 0 is the V1 recipe's, on the
+  same 8-frame videos (the frames without the digit included).
 """
 
 import ml_collections
@@ -115,29 +122,38 @@ _SCHEDULE = {
 
 
 def get_config(arg=None):
-    """`arg`: "" (the full benchmark) or "quick" (a smoke run of every stage in about a minute)."""
+    """`arg`: "" (the full benchmark) or "quick" (a smoke run of every stage in about a minute),
+    with `mode=v1|v2|uni`, `halftone=2|3` and `digit_frames=L` (the digit in L consecutive frames
+    only, 0 = in every frame; `mode=uni` defaults to `UNI_FRAMES["digit_frames"]`)."""
     options = [o.strip() for o in (arg or "").split(",") if o.strip()]
-    allowed = ("quick", "mode=v1", "mode=v2", "halftone=2", "halftone=3")
-    unknown = [o for o in options if o not in allowed]
+    allowed = ("quick", "mode=v1", "mode=v2", "mode=uni", "halftone=2", "halftone=3",
+               "digit_frames=<L>")
+    unknown = [o for o in options if o not in allowed and not (
+        o.startswith("digit_frames=") and o.partition("=")[2].isdigit())]
     if unknown:
         raise ValueError(f"configs/synthetic.py: unknown options {unknown}; expected some of "
                          f"{allowed}")
     quick = "quick" in options
     v2 = "mode=v2" in options
-    # AdaFocusV2 crops at fractional positions, which erase the period-2 halftone (see
-    # `synthetic.halftone_carrier`), so its default data draws strokes with period 3.
-    halftone = 3 if v2 else 2
+    uni = "mode=uni" in options
+    # AdaFocusV2 and Uni-AdaFocus crop at fractional positions, which erase the period-2 halftone
+    # (see `synthetic.halftone_carrier`), so their default data draws strokes with period 3.
+    halftone = 3 if v2 or uni else 2
+    digit_frames = UNI_FRAMES["digit_frames"] if uni else 0
     for o in options:
         if o.startswith("halftone="):
             halftone = int(o.partition("=")[2])
-    if v2:
-        return _v2_config(get_config(",".join(["quick"] * quick + [f"halftone={halftone}"])),
-                          quick)
+        if o.startswith("digit_frames="):
+            digit_frames = int(o.partition("=")[2])
+    if v2 or uni:
+        base = get_config(",".join(["quick"] * quick + [f"halftone={halftone}"]))
+        return _v2_config(base, quick) if v2 else _uni_config(base, quick, digit_frames)
     config = ml_collections.ConfigDict()
     config.dataset = "synthetic"
     config.model = _model_config()
     config.data = _data_config()
     config.data.synthetic.halftone_period = halftone
+    config.data.synthetic.digit_frames = digit_frames
     stages.add_training_config(config, stage_table=ACTNET.STAGES)
     config.eval.metric = "top1"
     config.eval.split = "val"
@@ -192,21 +208,77 @@ _V2_SCHEDULE = dict(num_epochs=10, base_lr=1e-3,
 
 def _v2_config(config: ml_collections.ConfigDict, quick: bool) -> ml_collections.ConfigDict:
     """The V1 synthetic config (data, model widths, stage 0) turned into its AdaFocusV2 run."""
-    pretrain = {name: config.stages[name] for name in ("stage0_glancer", "stage0_focuser")}
     models.to_v2_model_config(config.model)
     config.model.policy.hidden_dims = (config.model.policy.hidden_dim,)
     config.model.classifier.hidden_dim = 256
     config.model.frame_order = "natural"
-    config.stages = ml_collections.ConfigDict(pretrain)
     v2 = stages.v2_stages(ACTNET.V2).v2
-    v2.restore = "glancer=stage0_glancer,focuser=stage0_focuser"
     v2.num_epochs = 1 if quick else _V2_SCHEDULE["num_epochs"]
     v2.batch_size = 16 if quick else 32
-    v2.optimizer, v2.lr_schedule, v2.weight_decay, v2.extra_epoch = "adam", "cosine", 0.0, False
     for module, mult in _V2_SCHEDULE["mult"].items():
         v2.lr[module] = _V2_SCHEDULE["base_lr"] * mult
-    v2.eval_every_epochs = 0
-    config.stages.v2 = v2
-    config.stage_order = "stage0_glancer,stage0_focuser,v2"
+    return _after_pretraining(config, "v2", v2)
+
+
+def _after_pretraining(config: ml_collections.ConfigDict, name: str,
+                       stage: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The V1 recipe's two stage-0 stages, then the one stage `name` of V2 or Uni-AdaFocus: it
+    restores both networks from stage 0 and trains with Adam (cosine, no weight decay, no extra
+    epoch), evaluated once at its end."""
+    pretrain = {n: config.stages[n] for n in ("stage0_glancer", "stage0_focuser")}
+    config.stages = ml_collections.ConfigDict(pretrain)
+    stage.restore = "glancer=stage0_glancer,focuser=stage0_focuser"
+    stage.optimizer, stage.lr_schedule, stage.weight_decay, stage.extra_epoch = (
+        "adam", "cosine", 0.0, False)
+    stage.eval_every_epochs = 0
+    config.stages[name] = stage
+    config.stage_order = f"stage0_glancer,stage0_focuser,{name}"
     config.run_stages = ""
+    return config
+
+
+# Uni-AdaFocus on the same data and backbones (`:mode=uni`), on the *which-frames* variant of the
+# data: each video has N = 8 candidate frames and the digit (with its plate) is in only 2
+# consecutive ones, the other 6 hold clutter only. The glance network sees G = 4 of them (one per
+# pair: a random one in training, the second at test), so it always sees at least one frame of the
+# digit's pair; the local network reads K = 2 chosen frames (the official 48 / 16 / 16 scaled to
+# a 2-core CPU). Uniformly spaced frames (floor((i + ½) · 8 / 2) = 2 and 6) show the digit in 4 of
+# the 7 possible pairs; frames chosen around the glance frame that shows the plate can always.
+UNI_FRAMES = dict(candidates=8, glance=4, focus=2, digit_frames=2)
+# Box sides in frame pixels for scales 0 and 1 (official 96…224 px of 224-px frames, i.e. up to the
+# whole frame): at most 56 px here, resampled to the 48-px patch, so a box keeps the 20-px digit's
+# period-3 strokes readable (a whole 144-px frame at 48 px would shrink them 3×), and at least 40 px
+# so the box holds the digit.
+UNI_SIDE_RANGE = (40.0, 56.0)
+# The one stage's table (keys `stages.UNI_HYPER_KEYS`, as `UNI` of configs/actnet.py), trained with
+# Adam as the other synthetic runs: the official multipliers but the policy's (×0.2 of an SGD rate
+# meant for ~30k steps) and the classifier's (×20 with SGD) set as in `_V2_SCHEDULE` (policy 2e-3,
+# classifier 5e-3), for 320 Adam steps.
+UNI = dict(lr=1e-3, mult=dict(glancer=0.5, policy=2.0, focuser=1.0, classifier=5.0),
+           group_mult={"policy/aux_fc": 0.5}, num_epochs=10, batch_size=32, weight_decay=0.0,
+           extra_epoch=False, clip=0.0, eval_every_epochs=0,
+           restore="glancer=stage0_glancer,focuser=stage0_focuser", norm_ratio=1.0,
+           kl_ratio=0.0, fc_dropout=0.2)
+
+
+def _uni_config(config: ml_collections.ConfigDict, quick: bool,
+                digit_frames: int) -> ml_collections.ConfigDict:
+    """The V1 synthetic config (data, backbone widths, stage 0) turned into its Uni-AdaFocus run
+    on N candidate frames, the digit in `digit_frames` of them (0 = all)."""
+    m = models.to_uni_model_config(config.model, UNI["fc_dropout"])
+    m.num_candidate_frames = UNI_FRAMES["candidates"]
+    m.num_glance_frames = UNI_FRAMES["glance"]
+    m.num_focus_frames = UNI_FRAMES["focus"]
+    m.policy.spatial_hidden = m.policy.temporal_hidden = 32
+    m.policy.side_range = UNI_SIDE_RANGE
+    m.classifier.hidden_dim = 256
+    d = config.data
+    d.num_glance_frames = d.num_focus_frames = UNI_FRAMES["candidates"]   # the loader's N frames
+    d.synthetic.digit_frames = digit_frames
+    stage = stages.uni_stages(UNI).uni
+    if quick:
+        stage.num_epochs, stage.batch_size = 1, 16
+    config = _after_pretraining(config, "uni", stage)
+    # No oracle row: Uni-AdaFocus takes no given boxes.
+    config.benchmark.variants = "learned,uniform_frames,random,center,full_frame,glance_only"
     return config

@@ -10,7 +10,11 @@ the own-data merge (issue 13), after checking that all 123 differences were the 
 the Uni-AdaFocus-TSM change (issue 14), which added cases (`mode=uni` of every config, tiny's
 `mode=uni`, `uni_model_config`; no stored case changed) and then the data key `segment_sampling`
 (all 166 differences: "tsn", the rule the loader used before, except "uniform" for Uni-AdaFocus
-on Sth-Sth).
+on Sth-Sth); and at the Uni synthetic benchmark (issue 14, item 4), after checking that the
+differences were the new synthetic data key `digit_frames` (0, every frame shows the digit, as
+before) in the synthetic configs that build, the Uni model key `policy.frame_choice` ("policy",
+the frames the model chose before; 48 `mode=uni` cases) and the unknown-option error of configs/synthetic.py now
+listing `mode=uni` and `digit_frames=<L>`.
 
 For each config and option string it holds the ConfigDict (`to_dict()`, tuples kept apart from
 lists, ints from floats) or the error it raises, and every stage's resolved recipe

@@ -292,3 +292,46 @@ def test_halftone_hides_at_glance_and_period_3_survives_subpixel_crops(period):
         assert np.abs(shifted).max() == pytest.approx(0.25, abs=1e-6)   # ½ per axis survives
     with pytest.raises(ValueError, match="halftone_period"):
         synthetic.halftone_carrier(48, 4)
+
+
+def test_digit_frames_show_the_digit_in_exactly_those_frames_and_keep_labels():
+    """`digit_frames = L`: the digit and its plate in L consecutive frames, clutter only in the
+    others; label, digit, path, clutter and boxes are those of the all-frames video."""
+    frames, length = 6, 2
+    every = data_config(frames=frames)
+    some = data_config(frames=frames, digit_frames=length)
+    starts = set()
+    for split in ("test", "train"):
+        all_src, some_src = (synthetic.create_source(c, split) for c in (every, some))
+        for i in range(6):
+            rng = (lambda: np.random.default_rng([7, i])) if split == "train" else (lambda: None)
+            full, part = all_src.get(i, rng()), some_src.get(i, rng())
+            assert "target_present" not in full
+            for key in ("label", "labels", "target_box"):
+                np.testing.assert_array_equal(part[key], full[key])
+            present = part["target_present"]
+            assert present.dtype == bool and present.shape == (frames,)
+            shown = np.flatnonzero(present)
+            assert len(shown) == length and (np.diff(shown) == 1).all()   # consecutive
+            starts.add(int(shown[0]))
+            # From the pixels: a frame that shows the digit is the all-frames render exactly; the
+            # others are all the same (static clutter) and differ from it only inside that
+            # frame's plate, where they are darker by about the plate's brightness.
+            plate = some_src.plate_size
+            absent = np.flatnonzero(~present)
+            for t in range(frames):
+                if present[t]:
+                    np.testing.assert_array_equal(part["glance"][t], full["glance"][t])
+                    continue
+                np.testing.assert_array_equal(part["glance"][t], part["glance"][absent[0]])
+                py, px = some_src.scene(i, rng()).positions[t]
+                win = (slice(py, py + plate), slice(px, px + plate))
+                outside = np.ones((64, 64), bool)
+                outside[win] = False
+                np.testing.assert_array_equal(part["glance"][t][outside],
+                                              full["glance"][t][outside])
+                drop = (full["glance"][t][win].astype(float) - part["glance"][t][win]).mean()
+                assert drop > 0.6 * some.synthetic.plate_contrast * 255, drop
+    assert len(starts) >= 3          # the start varies (5 possible for 2 of 6 frames)
+    with pytest.raises(ValueError, match="digit_frames=7"):
+        synthetic.create_source(data_config(frames=frames, digit_frames=7), "val")

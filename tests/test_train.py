@@ -496,3 +496,30 @@ def test_sthsth_discrete_policy_trains_and_evaluates(tmp_path):
         jnp.asarray(normalize(batch["focus"])))
     offsets = np.asarray(out.patch_offsets)
     assert offsets.shape == (8, 1, 2) and set(offsets.ravel()) <= {0, 8, 16, 24, 32}
+
+
+def test_cpu_train_compiler_options_keep_the_gradients():
+    """Train steps on CPU compile without YNNPACK (`steps.train_compiler_options`): the weight
+    and input gradients of 3x3 / 7x7 strided convolutions stay those of the default compile."""
+    from adafocus_jax.train import steps as steps_lib
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    options = steps_lib.train_compiler_options(mesh)
+    assert options == {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+    def loss(w7, w3, x):
+        dn = ("NHWC", "HWIO", "NHWC")
+        y = jax.lax.conv_general_dilated(x, w7, (2, 2), [(3, 3)] * 2, dimension_numbers=dn)
+        y = jax.lax.conv_general_dilated(jax.nn.relu(y), w3, (2, 2), [(1, 1)] * 2,
+                                         dimension_numbers=dn)
+        return jnp.sum(jnp.sin(y))
+
+    gen = np.random.default_rng(0)
+    args = [jnp.asarray(gen.standard_normal(s).astype(np.float32) * c) for s, c in
+            (((7, 7, 3, 16), 0.1), ((3, 3, 16, 32), 0.1), ((4, 32, 32, 3), 1.0))]
+    grad = jax.grad(loss, argnums=(0, 1, 2))
+    default = jax.jit(grad)(*args)
+    without_ynn = jax.jit(grad, compiler_options=options)(*args)
+    for a, b in zip(default, without_ynn):
+        scale = float(jnp.abs(a).max())
+        assert scale > 0
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0, atol=2e-5 * scale)

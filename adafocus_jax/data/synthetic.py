@@ -31,6 +31,12 @@ so that the three ingredients of AdaFocus each have a job (data_formats.md §5.5
 
 Clutter is static; the per-frame target box is recorded (`SyntheticSource.scene(...).boxes`).
 
+**Which frames matter** (`digit_frames` = L > 0, the Uni-AdaFocus variant): the digit and its plate
+appear only in L consecutive frames at a uniformly random start (drawn after everything else, so
+label, digit, path and clutter are those of the all-frames video), the other frames hold the
+background and clutter only. The glance sees the plate in those frames, so a temporal policy can
+learn which frames to give the local network; examples carry `target_present` bool `[T]`.
+
 Splits: "train", "val" and "test" draw their digits from disjoint pools of the 1,797 sklearn digits
 (a fixed permutation: test, then val, then train), and clutter fragments come from the same split's
 pool, so held-out videos contain no pixel of a training digit. Each video is a pure function of
@@ -88,6 +94,10 @@ def default_synthetic_config() -> ml_collections.ConfigDict:
     c.region_grid = 3               # the target stays inside one of region_grid² cells
     c.speed_min = 1.0               # target speed, px/frame
     c.speed_max = 2.0
+    # Which frames matter (`digit_frames`, for Uni-AdaFocus's temporal policy): 0 = the digit and
+    # its plate are in every frame; L > 0 = only in L consecutive frames at a random start, the
+    # other frames show the background and clutter only (examples then carry `target_present`).
+    c.digit_frames = 0
     return c
 
 
@@ -128,6 +138,8 @@ class Scene:
         in pixels of the resized digit / canvas.
       background: `[g, g, 3]` field values in [-1, 1].
       noise_seed: seed of the static pixel noise.
+      present: `[T]` bool, the frames that show the digit and its plate (all of them unless
+        `digit_frames` > 0; `boxes` still says where the digit would be in the others).
     """
     label: int
     digit: int
@@ -136,6 +148,7 @@ class Scene:
     clutter: tuple
     background: np.ndarray
     noise_seed: int
+    present: np.ndarray
 
 
 @functools.lru_cache(maxsize=1)
@@ -230,6 +243,11 @@ class SyntheticSource:
             raise ValueError("config.data.synthetic: need 0 <= speed_min <= speed_max")
         if c.background_grid < 2:
             raise ValueError("config.data.synthetic.background_grid must be >= 2")
+        self.digit_frames = int(c.get("digit_frames", 0))
+        if not 0 <= self.digit_frames <= self.num_frames:
+            raise ValueError(f"config.data.synthetic.digit_frames={self.digit_frames} must be in "
+                             f"[0, {self.num_frames}] (config.data.num_glance_frames; 0 = every "
+                             "frame shows the digit)")
         self.pool = digit_pools(int(c.test_digits), int(c.val_digits))[split]
         images, labels = _digits()
         d = int(c.digit_size)
@@ -294,10 +312,17 @@ class SyntheticSource:
             clutter.append((int(self.pool[other]), int(fy), int(fx), size, int(cy), int(cx)))
         background = rng.uniform(-1, 1, size=(int(c.background_grid),) * 2 + (3,))
         noise_seed = int(rng.integers(2 ** 31))
+        present = np.ones(t, bool)
+        if self.digit_frames:
+            # Drawn last, so every other draw (label, digit, path, clutter) is the same as with
+            # the digit in every frame.
+            first = int(rng.integers(t - self.digit_frames + 1))
+            frame = np.arange(t)
+            present = (frame >= first) & (frame < first + self.digit_frames)
         return Scene(label=int(self.labels[k]), digit=int(self.pool[k]),
                      positions=positions.astype(np.int32), boxes=boxes.astype(np.int32),
                      clutter=tuple(clutter), background=background.astype(np.float32),
-                     noise_seed=noise_seed)
+                     noise_seed=noise_seed, present=present)
 
     def render(self, scene: Scene) -> np.ndarray:
         """The frames of a scene: uint8 `[T, S, S, 3]`."""
@@ -325,6 +350,8 @@ class SyntheticSource:
         tint = self._tints[scene.label % len(self._tints)]
         plate = self.plate_size
         for t, (py, px) in enumerate(scene.positions):
+            if not scene.present[t]:      # clutter only: no plate, no digit
+                continue
             win = (slice(py, py + plate), slice(px, px + plate))
             local_ink = clutter_ink[win].copy()
             local_ink[margin:margin + d, margin:margin + d] += target
@@ -336,13 +363,17 @@ class SyntheticSource:
     def get(self, index: int, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
         """One example (docs/CONTRACTS.md): glance uint8 `[T, S, S, 3]`, label, labels, index, and
         `target_box` int32 `[T, 4]` (y0, x0, y1, x1 of the digit, exclusive ends) for diagnostics:
-        the training step and the benchmark report how often a patch holds the whole digit."""
+        the training step and the benchmark report how often a patch holds the whole digit. With
+        `digit_frames` > 0 also `target_present` bool `[T]`: the frames that show the digit."""
         scene = self.scene(int(index), rng)
         labels = np.full((self.max_labels,), -1, np.int32)
         labels[0] = scene.label
-        return {"glance": self.render(scene), "label": np.asarray(scene.label, np.int32),
-                "labels": labels, "index": np.asarray(index, np.int64),
-                "target_box": scene.boxes.astype(np.int32)}
+        example = {"glance": self.render(scene), "label": np.asarray(scene.label, np.int32),
+                   "labels": labels, "index": np.asarray(index, np.int64),
+                   "target_box": scene.boxes.astype(np.int32)}
+        if self.digit_frames:
+            example["target_present"] = scene.present.copy()
+        return example
 
 
 def create_source(data_config: ml_collections.ConfigDict, split: str) -> SyntheticSource:

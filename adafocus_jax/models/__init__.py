@@ -123,7 +123,8 @@ def to_uni_model_config(c: ml_collections.ConfigDict, fc_dropout: float = 0.2,
     c.frame_order = "natural"
     c.policy = ml_collections.ConfigDict(dict(
         kind="uni", per_frame=per_frame, spatial_hidden=128, temporal_hidden=64,
-        temperature=1.0, side_range=(96.0, 224.0), mc_samples=128))
+        temperature=1.0, side_range=(96.0, 224.0), mc_samples=128,
+        frame_choice="policy"))   # "uniform": uniformly spaced frames (a baseline)
     c.classifier = ml_collections.ConfigDict(
         dict(kind="uni_exit", hidden_dim=4096, dropout=0.2) if per_frame else
         dict(kind="logit_sum"))
@@ -247,6 +248,9 @@ def _validate_uni(c: ml_collections.ConfigDict) -> None:
     if not 0 < lo <= c.patch_size <= hi:
         raise ValueError(f"config.model.policy.side_range=({lo}, {hi}) must hold the patch size "
                          f"{c.patch_size} (the random boxes have side P)")
+    if c.policy.get("frame_choice", "policy") not in ("policy", "uniform"):
+        raise ValueError(f"config.model.policy.frame_choice={c.policy.frame_choice!r}: expected "
+                         "policy (the temporal policy's frames) or uniform (uniformly spaced)")
     if c.policy.temperature <= 0 or c.policy.mc_samples < 1:
         raise ValueError("config.model.policy: temperature must be > 0 and mc_samples >= 1")
 

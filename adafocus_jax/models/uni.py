@@ -401,8 +401,12 @@ class UniAdaFocus(AdaFocusV2):
     def choose_frames(self, weights_t: jnp.ndarray, actions: jnp.ndarray, offsets):
         """Temporal weights `[B, G]`, the spatial policy's actions `[B, St, 4]` → the K chosen
         candidates' indices `[B, K]` (increasing) and their actions: interpolated in time to
-        them `[B, K, 4]`, or (TSM) the video's one action `[B, 1, 4]`."""
+        them `[B, K, 4]`, or (TSM) the video's one action `[B, 1, 4]`.
+        `config.model.policy.frame_choice = "uniform"` (a baseline) ignores the policy: uniform
+        weights, i.e. frames floor((i + u) · N / K)."""
         cfg = self.config
+        if cfg.policy.get("frame_choice", "policy") == "uniform":
+            weights_t = jnp.full_like(weights_t, 1.0 / weights_t.shape[-1])
         indices = rl.quantile_frame_indices(weights_t, cfg.num_candidate_frames,
                                             cfg.num_focus_frames, offsets)
         if not self.tsm:
