@@ -312,7 +312,8 @@ if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).",
                                     lock_config=True)
     flags.DEFINE_string("workdir", None, "The finished run's directory.")
-    flags.DEFINE_bool("early_exit", False, "Only the real early-exit section (per-frame models): "
+    flags.DEFINE_bool("early_exit", False, "Only the real early-exit section (per-frame models "
+                      "and the ActivityNet-family Uni-AdaFocus): "
                       "adds `early_exit` to the JSON and writes WORKDIR/early_exit.png.")
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main)

@@ -1,4 +1,5 @@
-"""Real early exit ("AdaFocus+") for the per-frame (ActivityNet-family) model.
+"""Real early exit: "AdaFocus+" for the per-frame (ActivityNet-family) model, and Uni-AdaFocus's
+17 exits.
 
 The per-frame model is causal: frame t's glance features, policy step t, the local network on
 patch t and GRU classifier step t need nothing from later frames. So inference can run frame by
@@ -12,13 +13,29 @@ never processed.
     fit = fit_thresholds(conf_val, step_gflops(model), budget) # geometric exit distribution
     out = runner.run(frames, fit.thresholds, batch_size=50)    # exit step, prediction per video
 
+**Uni-AdaFocus** (`UniOnlineRunner`, ActivityNet family): its exits are those of the official
+`ops/early_exit_uni_adafocus.py`, the last 1 + K of the G + K step logits: exit 0 after the glance
+stage alone (the last global head), exit i after local frame i (local head i-1), K = 16. The
+runner runs the glance network on the G glance frames and exit 0; the videos that go on run both
+policies once (which K frames, which box in each), then the local network and the exit
+classifier one chosen frame per step, in the order of the chosen frames; a video's frames after
+its exit are never sent to the device. Costs per step: `uni_step_gflops` (step 0 the glance
+stage, step 1 adds the policies). `make_runner(model, variables)` picks the runner; everything
+below is shared. (The official code ranks videos by the largest raw logit; here, as for the
+per-frame model, by the largest softmax probability.)
+
+    runner = make_runner(model, variables)                      # OnlineRunner | UniOnlineRunner
+    conf = step_confidences(softmax(step_logits)[:, runner.exit_positions])    # [N, T]
+    fit = fit_thresholds(conf_val, runner.step_gflops(), budget)
+
 **Thresholds for a budget** (the budgeted procedure of MSDNet, used by V2 and Uni): the fraction
 of videos exiting at step k is q_k ∝ p^k (k = 0..T-1), p chosen by bisection so that the expected
 cost Σ q_k · cost_k equals the budget (cost_k: GFLOPs of steps 0..k). On the fitting split, step
 k's threshold is the confidence of the ⌊N·q_k⌋-th most confident video among those still running,
 so that ⌊N·q_k⌋ of them exit there.
 
-**Batching.** Videos of a batch exit at different steps. `OnlineRunner.run` supports:
+**Batching.** Videos of a batch exit at different steps. `run_exit_loop`, the loop of both
+runners' `run`, supports:
   * "compact": after each step the still-running videos are gathered into a smaller batch
     (rows and GRU states), padded up to the next size of a fixed set (B, then powers of two
     below B), so the work follows the running videos and at most a handful of shapes compile;
@@ -26,7 +43,8 @@ so that ⌊N·q_k⌋ of them exit there.
     when a whole batch is done early);
   * "none": every video runs every step (the stepwise pipeline without exit, for reference).
 Either way each step needs the host to see the confidences (one small device→host transfer per
-step), and the data of frame t is sent to the device only for the videos still running.
+step; Uni also reads the chosen frames and boxes once, after exit 0), and the data of frame t is
+sent to the device only for the videos still running.
 """
 
 import dataclasses
@@ -77,21 +95,62 @@ def _online_step(module, frames, policy_state, classifier_state):
     return policy_state, classifier_state, jax.nn.softmax(logits, axis=-1), offsets[:, 0]
 
 
+def _abstract_variables(model):
+    """The model's variables as shapes (nothing computed)."""
+    from adafocus_jax import models as models_lib
+    return jax.eval_shape(lambda: model.init({"params": jax.random.key(0)},
+                                             *models_lib.dummy_inputs(model.config)))
+
+
+def _traced_gflops(fn, *args) -> float:
+    """GMACs of `fn(*args)`, traced abstractly (`adafocus_jax.flops.count_macs`)."""
+    from adafocus_jax import flops as flops_lib
+    with flops_lib.count_macs() as totals:
+        # A fresh function: JAX caches traces per function, and a cached one counts nothing.
+        jax.eval_shape(lambda *a: fn(*a), *args)
+    return totals["macs"] / 1e9
+
+
 def step_gflops(model) -> np.ndarray:
     """GMACs of one online step per video, `[T]` (all equal: one frame through every network),
     counted with `adafocus_jax.flops.count_macs` on the step itself."""
-    from adafocus_jax import flops as flops_lib
     cfg = model.config
     s = cfg.input_size
-    variables = jax.eval_shape(lambda: model.init(
-        {"params": jax.random.key(0)}, jnp.zeros((1, cfg.num_glance_frames, s, s, 3))))
     frames = jax.ShapeDtypeStruct((1, s, s, 3), jnp.uint8)
     states = (jax.ShapeDtypeStruct((1, cfg.policy.hidden_dim), jnp.float32),
               jax.ShapeDtypeStruct((1, cfg.classifier.hidden_dim), jnp.float32))
-    with flops_lib.count_macs() as totals:
-        jax.eval_shape(lambda v, f, a, b: model.apply(v, f, a, b, method=_online_step),
-                       variables, frames, *states)
-    return np.full(int(cfg.num_glance_frames), totals["macs"] / 1e9)
+    macs = _traced_gflops(lambda v, f, a, b: model.apply(v, f, a, b, method=_online_step),
+                          _abstract_variables(model), frames, *states)
+    return np.full(int(cfg.num_glance_frames), macs)
+
+
+def uni_step_gflops(model) -> np.ndarray:
+    """GMACs per video of each step of Uni-AdaFocus's real early exit, `[1 + K]` (17), counted
+    with `adafocus_jax.flops.count_macs` on the steps `UniOnlineRunner` runs:
+
+      step 0: the glance network on the G glance frames, the global MLP and the last global head
+        (exit 0, glance only; no policy runs for a video that exits here);
+      step 1: both policies (temporal and spatial, on the glance outputs) + local frame 1;
+      step i ≥ 2: local frame i (its crop, the local network, the local MLP and head i).
+
+    The official cost table (`ops/early_exit_uni_adafocus.py`, exit k = 16 glance frames + k
+    local frames, policies from k = 1 on) has the same structure; it also counts all 16 global
+    heads at every exit, the runner computes only the last one (15 · hidden · C MACs less).
+    """
+    cfg = model.config
+    s, g, k = cfg.input_size, int(cfg.num_glance_frames), int(cfg.num_focus_frames)
+    hidden = int(cfg.classifier.hidden_dim)
+    variables = _abstract_variables(model)
+    f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)   # noqa: E731
+    glance_fn = lambda v, x: model.apply(v, x, method="exit_glance")  # noqa: E731
+    glance = jax.eval_shape(glance_fn, variables, f32(1, g, s, s, 3))
+    costs = np.full(1 + k, _traced_gflops(
+        lambda v, *a: model.apply(v, 0, *a, method="exit_local"), variables,
+        f32(1, s, s, 3), f32(1, 4), f32(1, hidden), f32(1, hidden)))
+    costs[0] = _traced_gflops(glance_fn, variables, f32(1, g, s, s, 3))
+    costs[1] += _traced_gflops(lambda v, m, p: model.apply(v, m, p, method="exit_policy"),
+                               variables, glance["maps"], glance["pooled"])
+    return costs
 
 
 def step_confidences(step_probabilities: np.ndarray) -> np.ndarray:
@@ -194,6 +253,89 @@ def _buckets(batch_size: int) -> list[int]:
     return sorted(sizes)
 
 
+def run_exit_loop(num_videos: int, num_steps: int, thresholds: Sequence[float],
+                  batch_size: int, compaction: str, step: Callable,
+                  record: Callable | None = None) -> dict[str, Any]:
+    """The early-exit loop shared by the runners: batches of `batch_size` videos, step by step,
+    each video stopping at its first step whose max probability reaches `thresholds[t]`.
+
+    Args:
+      num_videos: N; num_steps: T (exits); thresholds: `[T]` (the last is forced to -inf;
+        compaction "none" sets all others to +inf).
+      compaction: "compact" | "masked" | "none" (module docstring).
+      step: `step(t, ids, rows, states, num_real) -> (states, probabilities [size, C], extra)`
+        runs step t for the videos `ids` `[size]` (global indices; rows past `num_real` are
+        padding, copies of the first video), whose previous states (`states` as the previous
+        call returned them; None at t = 0) are at `rows` `[size]` int32; `extra` is an array
+        `[size, ...]` or None.
+      record: `record(t, video ids, extra rows)` for the videos still running at step t.
+
+    Returns:
+      {"prediction" `[N]`, "exit_step" `[N]`, "confidence" `[N]`, "rows_processed"} (video-steps
+      computed, padding included).
+    """
+    if compaction not in COMPACTION:
+        raise ValueError(f"compaction must be one of {COMPACTION}, got {compaction!r}")
+    thresholds = np.asarray(thresholds, np.float64).copy()
+    if thresholds.shape != (num_steps,):
+        raise ValueError(f"thresholds must have {num_steps} entries, got {thresholds.shape}")
+    if compaction == "none":
+        thresholds[:] = np.inf
+    thresholds[-1] = -np.inf
+    prediction = np.zeros(num_videos, np.int64)
+    exit_step = np.zeros(num_videos, np.int64)
+    confidence = np.zeros(num_videos, np.float32)
+    buckets = _buckets(batch_size)
+    rows_processed = 0
+    for start in range(0, num_videos, batch_size):
+        batch_ids = np.arange(start, min(start + batch_size, num_videos))
+        m = len(batch_ids)
+        states = None
+        alive = np.ones(m, bool)        # per video of the batch: still running
+        carry_rows = np.arange(m)       # compact: row in `states` of each running video
+        for t in range(num_steps):
+            if compaction == "compact":
+                members = np.where(alive)[0]     # only the running videos, compacted
+                size = next(b for b in buckets if b >= len(members))
+                rows = carry_rows
+            else:
+                members = np.arange(m)           # the whole batch, finished rows ignored
+                size = batch_size
+                rows = np.arange(m)
+            k = len(members)
+            pad = size - k
+            rows = np.concatenate([rows, np.zeros(pad, rows.dtype)]).astype(np.int32)
+            take = np.concatenate([members, np.full(pad, members[0])])
+            states, probs, extra = step(t, batch_ids[take], rows, states, k)
+            rows_processed += size
+            probs, extra = jax.device_get((probs, extra))
+            live = alive[members]
+            conf, pred = probs[:k].max(-1), probs[:k].argmax(-1)
+            done = live & (conf >= thresholds[t])
+            finished = batch_ids[members[done]]
+            prediction[finished] = pred[done]
+            confidence[finished] = conf[done]
+            exit_step[finished] = t
+            if record is not None and extra is not None:
+                record(t, batch_ids[members[live]], np.asarray(extra)[:k][live])
+            alive[members[done]] = False
+            carry_rows = np.where(~done[:k])[0] if compaction == "compact" else carry_rows
+            if not alive.any():
+                break
+    return {"prediction": prediction, "exit_step": exit_step, "confidence": confidence,
+            "rows_processed": rows_processed}
+
+
+def _full_predictions(fn, variables, frames: np.ndarray, batch_size: int) -> np.ndarray:
+    """Predicted class `[N]` of the all-frames inference `fn` (`inference.predict_fn`) on uint8
+    frames `[N, ...]`, in batches of `batch_size` (the last padded)."""
+    preds = []
+    for chunk, n in padded_batches(frames, batch_size):
+        out = fn(variables, chunk)
+        preds.append(np.asarray(jnp.argmax(out["probabilities"], -1))[:n])
+    return np.concatenate(preds)
+
+
 class OnlineRunner:
     """Frame-by-frame inference of a per-frame AdaFocus model with real early exit.
 
@@ -202,13 +344,15 @@ class OnlineRunner:
       variables: `{"params", "batch_stats"}`.
     """
 
+    title = "AdaFocus+ early exit"
+
     def __init__(self, model, variables: Mapping):
         check_online(model.config)
         self.model = model
-        self.variables = jax.device_put(
-            {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})})
+        self.variables = _device_variables(variables)
         cfg = model.config
         self.num_steps = int(cfg.num_glance_frames)
+        self.exit_positions = np.arange(self.num_steps)   # exit t = the full model's step t
         self.hidden = (int(cfg.policy.hidden_dim), int(cfg.classifier.hidden_dim))
 
         def step(variables, frames, rows, policy_state, classifier_state):
@@ -220,14 +364,19 @@ class OnlineRunner:
         from adafocus_jax import inference
         self._full = jax.jit(inference.predict_fn(model))
 
+    def step_gflops(self) -> np.ndarray:
+        """`[T]` GMACs per video of each step (`step_gflops`)."""
+        return step_gflops(self.model)
+
+    @staticmethod
+    def local_frames(exit_step: np.ndarray) -> np.ndarray:
+        """Frames through the local network of videos exiting at `exit_step`: one per step."""
+        return np.asarray(exit_step) + 1
+
     def full(self, frames: np.ndarray, batch_size: int) -> np.ndarray:
         """The ordinary inference (all frames at once): predicted class `[N]` of uint8 frames
         `[N, T, S, S, 3]`, in batches of `batch_size` (the last padded)."""
-        preds = []
-        for chunk, n in padded_batches(frames, batch_size):
-            out = self._full(self.variables, chunk)
-            preds.append(np.asarray(jnp.argmax(out["probabilities"], -1))[:n])
-        return np.concatenate(preds)
+        return _full_predictions(self._full, self.variables, frames, batch_size)
 
     def run(self, frames: np.ndarray, thresholds: Sequence[float], batch_size: int,
             compaction: str = "compact") -> dict[str, np.ndarray]:
@@ -238,60 +387,165 @@ class OnlineRunner:
            "patch_offsets" `[N, T, 2]` (-1 after the exit), "rows_processed": int (video-steps
            computed, padding included)}.
         """
-        if compaction not in COMPACTION:
-            raise ValueError(f"compaction must be one of {COMPACTION}, got {compaction!r}")
-        thresholds = np.asarray(thresholds, np.float64).copy()
-        if thresholds.shape != (self.num_steps,):
-            raise ValueError(f"thresholds must have {self.num_steps} entries, got "
-                             f"{thresholds.shape}")
-        if compaction == "none":
-            thresholds[:] = np.inf
-        thresholds[-1] = -np.inf
-        n_total = len(frames)
-        prediction = np.zeros(n_total, np.int64)
-        exit_step = np.zeros(n_total, np.int64)
-        confidence = np.zeros(n_total, np.float32)
-        offsets_all = np.full((n_total, self.num_steps, 2), -1, np.int32)
-        buckets = _buckets(batch_size)
-        rows_processed = 0
-        for start in range(0, n_total, batch_size):
-            batch_ids = np.arange(start, min(start + batch_size, n_total))
-            m = len(batch_ids)
-            states = tuple(jnp.zeros((batch_size, h), jnp.float32) for h in self.hidden)
-            alive = np.ones(m, bool)        # per video of the batch: still running
-            carry_rows = np.arange(m)       # compact: row in `states` of each running video
-            for t in range(self.num_steps):
-                if compaction == "compact":
-                    members = np.where(alive)[0]     # only the running videos, compacted
-                    size = next(b for b in buckets if b >= len(members))
-                    rows = carry_rows
-                else:
-                    members = np.arange(m)           # the whole batch, finished rows ignored
-                    size = batch_size
-                    rows = np.arange(m)
-                pad = size - len(members)
-                rows = np.concatenate([rows, np.zeros(pad, rows.dtype)]).astype(np.int32)
-                take = np.concatenate([members, np.full(pad, members[0])])
-                p_state, c_state, probs, offs = self._step(
-                    self.variables, frames[batch_ids[take], t], rows, *states)
-                rows_processed += size
-                probs, offs = jax.device_get((probs, offs))
-                k = len(members)
-                live = alive[members]
-                conf, pred = probs[:k].max(-1), probs[:k].argmax(-1)
-                done = live & (conf >= thresholds[t])
-                finished = batch_ids[members[done]]
-                prediction[finished] = pred[done]
-                confidence[finished] = conf[done]
-                exit_step[finished] = t
-                offsets_all[batch_ids[members[live]], t] = offs[:k][live]
-                alive[members[done]] = False
-                carry_rows = np.where(~done[:k])[0] if compaction == "compact" else carry_rows
-                states = (p_state, c_state)
-                if not alive.any():
-                    break
-        return {"prediction": prediction, "exit_step": exit_step, "confidence": confidence,
-                "patch_offsets": offsets_all, "rows_processed": rows_processed}
+        offsets_all = np.full((len(frames), self.num_steps, 2), -1, np.int32)
+
+        def step(t, ids, rows, states, num_real):
+            if states is None:
+                states = tuple(jnp.zeros((batch_size, h), jnp.float32) for h in self.hidden)
+            p_state, c_state, probs, offs = self._step(self.variables, frames[ids, t], rows,
+                                                       *states)
+            return (p_state, c_state), probs, offs
+
+        def record(t, ids, offs):
+            offsets_all[ids, t] = offs
+
+        out = run_exit_loop(len(frames), self.num_steps, thresholds, batch_size, compaction,
+                            step, record)
+        out["patch_offsets"] = offsets_all
+        return out
+
+
+def check_uni_online(model_config) -> None:
+    """Raises ValueError unless the model is the per-frame (ActivityNet-family) Uni-AdaFocus."""
+    c = model_config
+    if c.get("version", "v1") != "uni":
+        raise ValueError("UniOnlineRunner needs config.model.version = 'uni', got "
+                         f"{c.get('version', 'v1')!r}")
+    if not c.policy.get("per_frame", True) or c.glancer.get("temporal_shift") or \
+            c.focuser.get("temporal_shift"):
+        raise ValueError("UniOnlineRunner: the 17 exits are those of the per-frame "
+                         "(ActivityNet-family) Uni-AdaFocus; the TSM variant needs all its "
+                         "frames at once")
+
+
+class UniOnlineRunner:
+    """Uni-AdaFocus inference with real early exit at its 1 + K exits (17 officially).
+
+    Per batch: the glance network on the G glance frames, the global MLP and the last global
+    head (exit 0 = step_logits[:, G - 1]); the videos that go on run both policies once (frame
+    choice and box per chosen frame; their frame indices and actions are read on the host), then
+    local frame i = 0…K-1 in the order of the chosen frames (crop, local network, local MLP with
+    its running max, head i: exit i + 1 = step_logits[:, G + i]). A video stops at its first
+    exit whose max softmax reaches the threshold; its later chosen frames are never sent to the
+    device. Batching, thresholds and timing are the per-frame model's (`run_exit_loop`).
+
+    Args:
+      model: a `UniAdaFocus` module (ActivityNet family, `check_uni_online`).
+      variables: `{"params", "batch_stats"}`.
+    """
+
+    title = "Uni-AdaFocus early exit"
+
+    def __init__(self, model, variables: Mapping):
+        from adafocus_jax import inference
+        from adafocus_jax.models import uni as uni_models
+        check_uni_online(model.config)
+        self.model = model
+        self.variables = _device_variables(variables)
+        cfg = model.config
+        g, self.num_focus = int(cfg.num_glance_frames), int(cfg.num_focus_frames)
+        self.num_steps = 1 + self.num_focus
+        self.exit_positions = np.arange(g - 1, g + self.num_focus)
+        self.hidden = int(cfg.classifier.hidden_dim)
+        self.glance_frames = np.asarray(
+            uni_models.glance_indices(int(cfg.num_candidate_frames), g, 1))[0]
+        self.frame_shape = (int(cfg.num_candidate_frames), cfg.input_size, cfg.input_size, 3)
+        softmax = lambda logits: jax.nn.softmax(logits.astype(jnp.float32), -1)  # noqa: E731
+
+        def glance(variables, frames):
+            out = model.apply(variables, normalize_jnp(frames), method="exit_glance")
+            return (out["maps"], out["pooled"], out["global_state"]), softmax(out["logits"])
+
+        def policy(variables, maps, pooled, rows):
+            return model.apply(variables, maps[rows], pooled[rows], method="exit_policy")
+
+        def local(variables, index, frame, actions, rows, running, global_state):
+            running, logits, top = model.apply(
+                variables, index, normalize_jnp(frame), actions, running[rows],
+                global_state[rows], method="exit_local")
+            return (running, global_state[rows]), softmax(logits), top
+
+        self._glance, self._policy, self._local = map(jax.jit, (glance, policy, local))
+        self._full = jax.jit(inference.predict_fn(model))
+
+    def step_gflops(self) -> np.ndarray:
+        """`[1 + K]` GMACs per video of each step (`uni_step_gflops`)."""
+        return uni_step_gflops(self.model)
+
+    @staticmethod
+    def local_frames(exit_step: np.ndarray) -> np.ndarray:
+        """Frames through the local network of videos exiting at `exit_step` (exit 0: none)."""
+        return np.asarray(exit_step)
+
+    def _check(self, frames: np.ndarray) -> None:
+        if frames.ndim != 5 or frames.shape[1:] != self.frame_shape:
+            raise ValueError(f"UniOnlineRunner: frames must be uint8 [N, *{self.frame_shape}] "
+                             f"(the candidate frames), got {frames.shape}")
+
+    def full(self, frames: np.ndarray, batch_size: int) -> np.ndarray:
+        """The ordinary inference (`__call__`, every exit computed): predicted class `[N]` of
+        uint8 candidate frames `[N, N_c, S, S, 3]`, in batches of `batch_size`."""
+        self._check(frames)
+        return _full_predictions(self._full, self.variables, frames, batch_size)
+
+    def run(self, frames: np.ndarray, thresholds: Sequence[float], batch_size: int,
+            compaction: str = "compact") -> dict[str, np.ndarray]:
+        """Early-exit inference of uint8 candidate frames `[N, N_c, S, S, 3]`.
+
+        Args:
+          thresholds: `[1 + K]` max-softmax thresholds of the exits (the last forced to -inf).
+
+        Returns:
+          {"prediction" `[N]`, "exit_step" `[N]` (0 = glance only, i = after i local frames),
+           "confidence" `[N]`, "frame_indices" `[N, K]` (candidates that went through the
+           local network, -1 after the exit), "patch_offsets" `[N, K, 2]` (their boxes' int
+           top-left, -1 after the exit), "rows_processed" (video-steps, padding included)}.
+        """
+        self._check(frames)
+        n, k = len(frames), self.num_focus
+        chosen = np.zeros((n, k), np.int32)             # the policy's frames, per video
+        actions = np.zeros((n, k, 4), np.float32)
+        frame_indices = np.full((n, k), -1, np.int32)
+        offsets_all = np.full((n, k, 2), -1, np.int32)
+        no_local = jnp.full((batch_size, self.hidden), -jnp.inf, jnp.float32)
+
+        def step(t, ids, rows, states, num_real):
+            if t == 0:
+                states, probs = self._glance(
+                    self.variables, frames[ids[:, None], self.glance_frames[None, :]])
+                return states, probs, None
+            if t == 1:     # the policies, once, for the videos past exit 0
+                maps, pooled, global_state = states
+                idx, act = jax.device_get(self._policy(self.variables, maps, pooled, rows))
+                chosen[ids[:num_real]], actions[ids[:num_real]] = idx[:num_real], act[:num_real]
+                states = (no_local, global_state)
+            i = t - 1
+            states, probs, top = self._local(self.variables, np.int32(i),
+                                             frames[ids, chosen[ids, i]], actions[ids, i],
+                                             rows, *states)
+            return states, probs, top
+
+        def record(t, ids, top):
+            if t > 0:
+                frame_indices[ids, t - 1] = chosen[ids, t - 1]
+                offsets_all[ids, t - 1] = np.floor(top).astype(np.int32)
+
+        out = run_exit_loop(n, self.num_steps, thresholds, batch_size, compaction, step, record)
+        out.update(frame_indices=frame_indices, patch_offsets=offsets_all)
+        return out
+
+
+def make_runner(model, variables: Mapping):
+    """The early-exit runner of `model`: `UniOnlineRunner` for Uni-AdaFocus, else
+    `OnlineRunner` (the per-frame model; both check the architecture)."""
+    if model.config.get("version", "v1") == "uni":
+        return UniOnlineRunner(model, variables)
+    return OnlineRunner(model, variables)
+
+
+def _device_variables(variables: Mapping):
+    return jax.device_put({"params": variables["params"],
+                           "batch_stats": variables.get("batch_stats", {})})
 
 
 def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
@@ -376,35 +630,53 @@ def plot_curve(path: str, curve: Sequence[Mapping], real: Sequence[Mapping],
     image.save(path)
 
 
+def _is_number(value) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def benchmark(config, variables, model=None, *, fit_split: str = "val", test_split: str = "",
               num_budgets: int = 9, batch_size: int = 50, repeats: int = 3,
               timing_videos: int = 300, single_videos: int = 100,
-              measure: Sequence[str] = ("cheapest", "mid"),
+              measure: Sequence[str | float] = ("cheapest", "mid"),
               plot_path: str = "") -> dict[str, Any]:
     """Fits thresholds on `fit_split`, traces accuracy vs GFLOPs on `test_split`, and measures
     the wall-clock of real exiting inference against the full model at the same batch size
     (on the first `timing_videos` test videos; batch size 1 on the first `single_videos`).
 
+    `model` (default: from `config`) is the per-frame AdaFocus or Uni-AdaFocus (`make_runner`);
+    `measure` names the measured points: "cheapest", "mid" or budgets in GFLOPs per video.
+
     Returns the `early_exit` section of the benchmark JSON:
-      {"fit_split", "test_split", "num_videos", "step_gflops", "full": {accuracy, gflops},
+      {"fit_split", "test_split", "num_videos", "step_gflops" `[T]` per step,
+       "full": {accuracy, gflops},
        "curve": [{budget, p, thresholds, accuracy, gflops, exit_histogram}, ...],
        "measured": [{budget, accuracy, gflops, batch_size, compaction -> ms/video, ...}],
        "timing": {...how it was timed...}}
     """
     from adafocus_jax import models as models_lib
+    named = ("cheapest", "mid")
+    for name in measure:
+        if name not in named and not _is_number(name):
+            raise ValueError(f"measure: unknown point {name!r}; expected {list(named)} or a "
+                             "budget in GFLOPs per video")
     model = model or models_lib.create_model(config)
-    check_online(model.config)
+    runner = make_runner(model, variables)     # checks the architecture
     test_split = test_split or str(config.benchmark.split)
-    variables = jax.device_put({"params": variables["params"],
-                                "batch_stats": variables.get("batch_stats", {})})
+    variables = runner.variables
     fit_frames, _ = load_split(config, fit_split)
     test_frames, test_labels = load_split(config, test_split)
     logging.info("early exit: %d %s + %d %s videos loaded", len(fit_frames), fit_split,
                  len(test_frames), test_split)
-    fit_conf = step_confidences(full_step_probabilities(model, variables, fit_frames, batch_size))
-    test_probs = full_step_probabilities(model, variables, test_frames, batch_size)
+    positions = runner.exit_positions        # the full model's steps that are exits
+    fit_conf = step_confidences(
+        full_step_probabilities(model, variables, fit_frames, batch_size)[:, positions])
+    test_probs = full_step_probabilities(model, variables, test_frames, batch_size)[:, positions]
     test_conf = step_confidences(test_probs)
-    costs = step_gflops(model)
+    costs = runner.step_gflops()
     cumulative = np.cumsum(costs)
     steps = len(costs)
     full_acc = float(100 * np.mean(test_probs[:, -1].argmax(-1) == test_labels))
@@ -415,29 +687,27 @@ def benchmark(config, variables, model=None, *, fit_split: str = "val", test_spl
         pred = test_probs[rows, exits].argmax(-1)
         return exits, float(100 * np.mean(pred == test_labels)), float(cumulative[exits].mean())
 
-    curve = []
-    for budget in np.linspace(cumulative[0], cumulative[-1], num_budgets):
+    def curve_point(budget):
         fit = fit_thresholds(fit_conf, costs, float(budget))
         exits, acc, gflops = evaluate_fit(fit)
-        curve.append({"budget": float(budget), "p": fit.p,
-                      "thresholds": [float(t) for t in fit.thresholds],
-                      "accuracy": acc, "gflops": gflops,
-                      "exit_histogram": np.bincount(exits, minlength=steps).tolist()})
+        return {"budget": float(budget), "p": fit.p,
+                "thresholds": [float(t) for t in fit.thresholds],
+                "accuracy": acc, "gflops": gflops,
+                "exit_histogram": np.bincount(exits, minlength=steps).tolist()}
+
+    curve = [curve_point(b) for b in np.linspace(cumulative[0], cumulative[-1], num_budgets)]
     # Measured operating points (`measure`): "cheapest" = the cheapest budget within 1 point of
-    # the full model, "mid" = the midpoint of the budget range.
+    # the full model, "mid" = the midpoint of the budget range, a number = that budget (GFLOPs).
     within = [c for c in curve if c["accuracy"] >= full_acc - 1.0]
     points = {"cheapest": min(within, key=lambda c: c["gflops"]) if within else curve[-1],
               "mid": curve[len(curve) // 2]}
-    unknown = [m for m in measure if m not in points]
-    if unknown:
-        raise ValueError(f"measure: unknown points {unknown}; expected some of {list(points)}")
     chosen = []
     for name in measure:
-        if points[name] not in chosen:
-            chosen.append(points[name])
+        point = points[name] if name in points else curve_point(float(name))
+        if point not in chosen:
+            chosen.append(point)
     logging.info("early exit: curve of %d budgets done; full model top-1 %.2f%%", len(curve),
                  full_acc)
-    runner = OnlineRunner(model, variables)
     measured = []
     for point in chosen:
         thresholds = point["thresholds"]
@@ -472,7 +742,7 @@ def benchmark(config, variables, model=None, *, fit_split: str = "val", test_spl
             "budget": point["budget"], "thresholds": thresholds,
             "accuracy": float(100 * np.mean(test_probs[rows, exits].argmax(-1) == test_labels)),
             "gflops": float(cumulative[exits].mean()),
-            "mean_frames": float(exits.mean() + 1),
+            "mean_frames": float(runner.local_frames(exits).mean()),
             "timed_accuracy": float(100 * np.mean(
                 results["compact"]["prediction"] == test_labels[:n_timed])),
             "timed_gflops": float(cumulative[results["compact"]["exit_step"]].mean()),
@@ -487,18 +757,19 @@ def benchmark(config, variables, model=None, *, fit_split: str = "val", test_spl
         })
     section = {
         "fit_split": fit_split, "test_split": test_split, "num_videos": int(len(test_labels)),
-        "num_fit_videos": int(len(fit_frames)), "step_gflops": float(costs[0]),
+        "num_fit_videos": int(len(fit_frames)), "step_gflops": [float(c) for c in costs],
         "num_steps": steps,
         "full": {"accuracy": full_acc, "gflops": float(cumulative[-1])},
         "curve": curve, "measured": measured,
         "timing": {"repeats": repeats, "statistic": "median of interleaved rounds",
                    "what": "inference only, frames already in memory as uint8; full = the "
-                           "all-frames model (one call per batch); exit = frame-by-frame with "
-                           "one host read of the confidences per step",
+                           "all-frames model (one call per batch); exit = step by step (per "
+                           "frame; Uni: glance stage, then one local frame per step) with one "
+                           "host read of the confidences per step",
                    "device": str(jax.devices()[0].platform)},
     }
     if plot_path:
         plot_curve(plot_path, curve, measured, section["full"],
-                   f"AdaFocus+ early exit, {test_split} split ({len(test_labels)} videos)")
+                   f"{runner.title}, {test_split} split ({len(test_labels)} videos)")
         section["plot"] = plot_path
     return section

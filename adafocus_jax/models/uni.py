@@ -198,19 +198,43 @@ class UniExitClassifier(nn.Module):
     Global features: Linear(C_G → hidden) → BN1d → ReLU, running max-pool over the G steps, one
     Dropout → Linear head per step. Local features: their own MLP and running max-pool; local exit
     i reads [pooled local up to i ‖ pooled global over all G]. Every step's logits are returned
-    (all supervised); the prediction is the last one.
+    (all supervised); the prediction is the last one. `global_exit` and `local_exit` compute the
+    same exits one at a time (eval mode; real early exit, `adafocus_jax.early_exit`).
 
     Attributes:
-      num_classes: C; num_glance, num_focus: G, K; hidden_dim: 4096 officially; dropout: before
-        each head in training (0.2 officially).
+      num_classes: C; num_glance, num_focus: G, K; glance_dim, local_dim: C_G and F, the input
+        widths of the two MLPs; hidden_dim: 4096 officially; dropout: before each head in
+        training (0.2 officially).
     """
     num_classes: int
     num_glance: int
     num_focus: int
+    glance_dim: int
+    local_dim: int
     hidden_dim: int = 4096
     dropout: float = 0.2
 
-    @nn.compact
+    def setup(self):
+        h, c = self.hidden_dim, self.num_classes
+        self.global_mlp = torch_dense(h, self.glance_dim)
+        self.global_mlp_bn = BatchNorm()
+        self.local_mlp = torch_dense(h, self.local_dim)
+        self.local_mlp_bn = BatchNorm()
+        self.global_heads = [torch_dense(c, h, name=f"global_head{i}")
+                             for i in range(self.num_glance)]
+        self.local_heads = [torch_dense(c, 2 * h, name=f"local_head{i}")
+                            for i in range(self.num_focus)]
+        self.drop = nn.Dropout(self.dropout, name="Dropout_0")
+
+    def step_features(self, x: jnp.ndarray, kind: str, train: bool = False) -> jnp.ndarray:
+        """The MLP of `kind` ("global" or "local") on every step: `[B, T, D]` → `[B, T, hidden]`
+        (≥ 0, before the running max)."""
+        dense, bn = ((self.global_mlp, self.global_mlp_bn) if kind == "global"
+                     else (self.local_mlp, self.local_mlp_bn))
+        b, t, f = x.shape
+        z = dense(x.reshape(b * t, f).astype(jnp.float32))
+        return nn.relu(bn(z, use_running_average=not train)).reshape(b, t, -1)
+
     def __call__(self, glance_features: jnp.ndarray, local_features: jnp.ndarray,
                  train: bool = False):
         """`[B, G, C_G]`, `[B, K, F]` → (logits `[B, C]`, step_logits `[B, G + K, C]`)."""
@@ -218,23 +242,44 @@ class UniExitClassifier(nn.Module):
                 local_features.shape[1] != self.num_focus:
             raise ValueError(f"UniExitClassifier has {self.num_glance} + {self.num_focus} heads, "
                              f"got {glance_features.shape[1]} + {local_features.shape[1]} steps")
-        drop = nn.Dropout(self.dropout)
-
-        def pooled_mlp(x, name):
-            b, t, f = x.shape
-            z = torch_dense(self.hidden_dim, f, name=name)(x.reshape(b * t, f).astype(jnp.float32))
-            z = nn.relu(BatchNorm(use_running_average=not train, name=f"{name}_bn")(z))
-            return jax.lax.cummax(z.reshape(b, t, -1), axis=1)
-
-        zg = pooled_mlp(glance_features, "global_mlp")           # [B, G, hidden]
-        zl = pooled_mlp(local_features, "local_mlp")             # [B, K, hidden]
+        zg = jax.lax.cummax(self.step_features(glance_features, "global", train), axis=1)
+        zl = jax.lax.cummax(self.step_features(local_features, "local", train), axis=1)
         zl = jnp.concatenate([zl, jnp.broadcast_to(zg[:, -1:], zl.shape)], axis=-1)
-        steps = [torch_dense(self.num_classes, self.hidden_dim, name=f"global_head{i}")(
-            drop(zg[:, i], deterministic=not train)) for i in range(self.num_glance)]
-        steps += [torch_dense(self.num_classes, 2 * self.hidden_dim, name=f"local_head{i}")(
-            drop(zl[:, i], deterministic=not train)) for i in range(self.num_focus)]
+        steps = [head(self.drop(zg[:, i], deterministic=not train))
+                 for i, head in enumerate(self.global_heads)]
+        steps += [head(self.drop(zl[:, i], deterministic=not train))
+                  for i, head in enumerate(self.local_heads)]
         step_logits = jnp.stack(steps, axis=1)
         return step_logits[:, -1], step_logits
+
+    def global_exit(self, glance_features: jnp.ndarray):
+        """The glance-only exit (eval): `[B, G, C_G]` → (global state `[B, hidden]` = the max over
+        the G steps, logits `[B, C]` of the last global head = step_logits[:, G - 1])."""
+        state = jnp.max(self.step_features(glance_features, "global"), axis=1)
+        return state, self.global_heads[-1](state)
+
+    def local_exit(self, index, local_feature: jnp.ndarray, running: jnp.ndarray,
+                   global_state: jnp.ndarray):
+        """Local exit `index` (eval) = step_logits[:, G + index].
+
+        Args:
+          index: 0…K-1, a Python int or an int32 scalar array (then the head's weights are
+            gathered from all K, so one compiled step serves every exit).
+          local_feature: `[B, F]` the local network's pooled features of local frame `index`.
+          running: `[B, hidden]` the running max of the earlier local steps (−inf before the first).
+          global_state: `[B, hidden]` from `global_exit`.
+
+        Returns:
+          (running `[B, hidden]` including this step, logits `[B, C]`).
+        """
+        running = jnp.maximum(running, self.step_features(local_feature[:, None], "local")[:, 0])
+        z = jnp.concatenate([running, global_state], axis=-1)
+        if isinstance(index, int):
+            return running, self.local_heads[index](z)
+        heads = [head.variables["params"] for head in self.local_heads]
+        kernel = jnp.stack([p["kernel"] for p in heads])[index]
+        bias = jnp.stack([p["bias"] for p in heads])[index]
+        return running, z @ kernel + bias
 
 
 class UniAdaFocus(AdaFocusV2):
@@ -287,6 +332,7 @@ class UniAdaFocus(AdaFocusV2):
         else:
             self.classifier = UniExitClassifier(
                 cfg.num_classes, cfg.num_glance_frames, cfg.num_focus_frames,
+                self.glancer.num_features, self.focuser.num_features,
                 cfg.classifier.hidden_dim, cfg.classifier.dropout)
 
     # ----------------------------------------------------------------------------------------
@@ -348,7 +394,14 @@ class UniAdaFocus(AdaFocusV2):
                       offsets):
         """The K chosen frames `[B, K, S, S, 3]`, their indices `[B, K]` and their actions
         `[B, St, 4]` (u = `offsets`: stratified in training, 0.5 at test): the glance actions
-        interpolated in time to the chosen frames, or the TSM variant's one action per video.
+        interpolated in time to the chosen frames, or the TSM variant's one action per video."""
+        indices, actions = self.choose_frames(weights_t, actions, offsets)
+        return take_frames(frames, indices), indices, actions
+
+    def choose_frames(self, weights_t: jnp.ndarray, actions: jnp.ndarray, offsets):
+        """Temporal weights `[B, G]`, the spatial policy's actions `[B, St, 4]` → the K chosen
+        candidates' indices `[B, K]` (increasing) and their actions: interpolated in time to
+        them `[B, K, 4]`, or (TSM) the video's one action `[B, 1, 4]`.
         `config.model.policy.frame_choice = "uniform"` (a baseline) ignores the policy: uniform
         weights, i.e. frames floor((i + u) · N / K)."""
         cfg = self.config
@@ -359,7 +412,7 @@ class UniAdaFocus(AdaFocusV2):
         if not self.tsm:
             actions = take_frames(crop_lib.interpolate_actions(actions, cfg.num_candidate_frames),
                                   indices)
-        return take_frames(frames, indices), indices, actions
+        return indices, actions
 
     def fuse_uni(self, glance: dict, local: dict, train: bool = False):
         """Glance outputs of B videos, local outputs of the same B → (logits `[B, C]`,
@@ -464,6 +517,43 @@ class UniAdaFocus(AdaFocusV2):
                               dist_params=weights_t, values=None,
                               glance_out=glance["logits" if self.tsm else "pooled"],
                               local_features=local["pooled"], frame_indices=f_idx)
+
+    # ----------------------------------------------------------------------------------------
+    # The inference pass cut at its 17 exits (eval mode), for real early exit
+    # (`adafocus_jax.early_exit.UniOnlineRunner`): exit 0 after the glance stage, exit i after
+    # local frame i (in the order of the chosen frames); each equals `__call__`'s
+    # step_logits[:, G - 1 + i].
+
+    def exit_glance(self, glance_frames: jnp.ndarray) -> dict:
+        """The glance stage and exit 0: the G test-time glance frames `[B, G, S, S, 3]`
+        (normalised; candidates `glance_indices(N, G, B)`) → dict `maps` `[B, G, h, w, C_G]`,
+        `pooled` `[B, G, C_G]`, `global_state` `[B, hidden]`, `logits` `[B, C]`."""
+        if self.tsm:
+            raise ValueError("UniAdaFocus.exit_glance: the 17 exits are the ActivityNet-family "
+                             "variant's; the TSM variant has no exit classifier")
+        glance = self.glance_v2(glance_frames, False)
+        state, logits = self.classifier.global_exit(glance["pooled"])
+        return {"maps": glance["maps"], "pooled": glance["pooled"], "global_state": state,
+                "logits": logits}
+
+    def exit_policy(self, maps: jnp.ndarray, pooled: jnp.ndarray):
+        """Both policies on the glance outputs of `exit_glance` → (frame indices `[B, K]` into the
+        N candidates, increasing; their box actions `[B, K, 4]`), as `__call__` (u = 0.5)."""
+        actions = self.policy.locate(maps, False)
+        _, weights_t = self.policy.frame_weights(pooled, False)
+        return self.choose_frames(weights_t, actions, 0.5)
+
+    def exit_local(self, index, frame: jnp.ndarray, actions: jnp.ndarray, running: jnp.ndarray,
+                   global_state: jnp.ndarray):
+        """Local frame `index` (0…K-1, int or int32 scalar) and exit `index + 1`: its candidate
+        frame `[B, S, S, 3]` (normalised), box action `[B, 4]`, the running local state `[B,
+        hidden]` (−inf before the first) and `global_state` → (running `[B, hidden]`, logits
+        `[B, C]`, box top-left `[B, 2]` in pixels)."""
+        patches, top = self.box_patches(frame[:, None], actions[:, None])
+        local = self.local_v2(patches, False)
+        running, logits = self.classifier.local_exit(index, local["pooled"][:, 0], running,
+                                                     global_state)
+        return running, logits, top[:, 0]
 
 
 __all__ = ["UniAdaFocus", "UniPolicy", "TemporalPolicy", "SpatialPolicy", "UniExitClassifier",
