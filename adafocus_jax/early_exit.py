@@ -58,7 +58,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from adafocus_jax.data.transforms import normalize_jnp
+from adafocus_jax.parallel import compiler_options
 from adafocus_jax.rl import deterministic_actions
+
+def _jit(fn):
+    """`jax.jit` with the library's XLA options (`parallel.compiler_options`)."""
+    return jax.jit(fn, compiler_options=compiler_options())
+
 
 COMPACTION = ("compact", "masked", "none")
 
@@ -360,9 +366,9 @@ class OnlineRunner:
             return model.apply(variables, frames, policy_state[rows], classifier_state[rows],
                                method=_online_step)
 
-        self._step = jax.jit(step)
+        self._step = _jit(step)
         from adafocus_jax import inference
-        self._full = jax.jit(inference.predict_fn(model))
+        self._full = _jit(inference.predict_fn(model))
 
     def step_gflops(self) -> np.ndarray:
         """`[T]` GMACs per video of each step (`step_gflops`)."""
@@ -465,8 +471,8 @@ class UniOnlineRunner:
                 global_state[rows], method="exit_local")
             return (running, global_state[rows]), softmax(logits), top
 
-        self._glance, self._policy, self._local = map(jax.jit, (glance, policy, local))
-        self._full = jax.jit(inference.predict_fn(model))
+        self._glance, self._policy, self._local = map(_jit, (glance, policy, local))
+        self._full = _jit(inference.predict_fn(model))
 
     def step_gflops(self) -> np.ndarray:
         """`[1 + K]` GMACs per video of each step (`uni_step_gflops`)."""
@@ -579,7 +585,7 @@ def load_split(config, split: str, max_videos: int = 0) -> tuple[np.ndarray, np.
 def full_step_probabilities(model, variables, frames: np.ndarray, batch_size: int) -> np.ndarray:
     """`[N, T, C]` softmax of every step's logits from the full (all-frames) model."""
     from adafocus_jax import inference
-    fn = jax.jit(inference.predict_fn(model))
+    fn = _jit(inference.predict_fn(model))
     out = []
     for chunk, n in padded_batches(frames, batch_size):
         out.append(np.asarray(jax.nn.softmax(fn(variables, chunk)["step_logits"], -1))[:n])
