@@ -56,6 +56,17 @@ def _short_video_offsets(num_frames: int, num_segments: int, short_video: str) -
     raise ValueError(f"short_video must be one of {SHORT_VIDEO_MODES}, got {short_video!r}")
 
 
+def _check_segment_args(num_frames: int, num_segments: int, clip_index: int,
+                        num_clips: int) -> None:
+    """ValueError unless n >= 1 frames, T >= 1 segments and 0 <= clip_index < num_clips."""
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if num_segments < 1:
+        raise ValueError(f"num_segments must be >= 1, got {num_segments}")
+    if not 0 <= clip_index < num_clips:
+        raise ValueError(f"clip_index {clip_index} not in [0, {num_clips})")
+
+
 def segment_indices(num_frames: int, num_segments: int, rng: np.random.Generator | None = None,
                     *, short_video: str = "first_frame", clip_index: int = 0,
                     num_clips: int = 1) -> np.ndarray:
@@ -70,12 +81,7 @@ def segment_indices(num_frames: int, num_segments: int, rng: np.random.Generator
         to tick * (c + 0.5) / N inside its segment; N = 1 is exactly the official centre rule
         int(tick / 2 + tick * k). (Multi-clip testing is an option the official code lacks.)
     """
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    if num_segments < 1:
-        raise ValueError(f"num_segments must be >= 1, got {num_segments}")
-    if not 0 <= clip_index < num_clips:
-        raise ValueError(f"clip_index {clip_index} not in [0, {num_clips})")
+    _check_segment_args(num_frames, num_segments, clip_index, num_clips)
     if rng is not None:
         average_duration = num_frames // num_segments
         if average_duration > 0:
@@ -113,12 +119,7 @@ def uniform_segment_indices(num_frames: int, num_segments: int,
     evenly (48 candidates of a 30-frame clip). Clip c of N evaluation clips uses u = (c + ½) / N
     (not official beyond N = 1).
     """
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    if num_segments < 1:
-        raise ValueError(f"num_segments must be >= 1, got {num_segments}")
-    if not 0 <= clip_index < num_clips:
-        raise ValueError(f"clip_index {clip_index} not in [0, {num_clips})")
+    _check_segment_args(num_frames, num_segments, clip_index, num_clips)
     if rng is not None:
         u = rng.random(num_segments)
     else:
