@@ -1,13 +1,12 @@
-"""DepthwiseConv (shifted multiply-adds) and PointwiseConv (matmul gradients) against the XLA
-convolutions they replace."""
+"""DepthwiseConv (shifted multiply-adds), PointwiseConv (matmul gradients) and BatchNorm (closed-form
+gradient) against the XLA convolutions / Flax batch norm they replace."""
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from adafocus_jax.models.layers import DepthwiseConv, PointwiseConv, conv, max_pool
-from adafocus_jax.models.layers import DepthwiseConv, PointwiseConv, conv
+from adafocus_jax.models.layers import BatchNorm, DepthwiseConv, PointwiseConv, conv, max_pool
 
 
 @pytest.mark.parametrize("shape,kernel,stride,bias", [
@@ -107,3 +106,57 @@ def test_max_pool_matches_reduce_window(shape):
     np.testing.assert_allclose(g_got, g_want, rtol=1e-6, atol=1e-6)
     # bf16 keeps its dtype (the -inf padding is representable).
     assert max_pool(x.astype(jnp.bfloat16), 3, 2, 1).dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("shape", [(4, 5, 6, 16), (64, 7), (3, 2, 5, 5, 8)])
+def test_batch_norm_matches_flax_batch_norm(shape):
+    """Same variables, eval outputs bit-identical, train outputs / gradients (input, scale, bias)
+    and running averages equal to flax.linen.BatchNorm's autodiff within float32 rounding."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal(shape) * 2 + 1, jnp.float32)
+    weight = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+    ref = nn.BatchNorm(momentum=0.9, epsilon=1e-5)
+    want_vars = ref.init(jax.random.key(0), x, use_running_average=False)
+    got_vars = BatchNorm().init(jax.random.key(0), x, use_running_average=False)
+    assert jax.tree.structure(got_vars) == jax.tree.structure(want_vars)
+    c = shape[-1]
+    variables = {"params": {"scale": jnp.asarray(rng.uniform(0.5, 1.5, c), jnp.float32),
+                            "bias": jnp.asarray(rng.standard_normal(c), jnp.float32)},
+                 "batch_stats": {"mean": jnp.asarray(rng.standard_normal(c), jnp.float32),
+                                 "var": jnp.asarray(rng.uniform(0.5, 2, c), jnp.float32)}}
+
+    def train_loss(module):
+        def loss(params, x):
+            y, updates = module.apply({"params": params, "batch_stats": variables["batch_stats"]},
+                                      x, use_running_average=False, mutable=["batch_stats"])
+            return jnp.sum(y * weight), (y, updates["batch_stats"])
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
+
+    (_, (want_y, want_stats)), want_grads = train_loss(ref)(variables["params"], x)
+    (_, (got_y, got_stats)), got_grads = train_loss(BatchNorm())(variables["params"], x)
+    for want, got in [(want_y, got_y), *zip(jax.tree.leaves(want_grads), jax.tree.leaves(got_grads)),
+                      *zip(jax.tree.leaves(want_stats), jax.tree.leaves(got_stats))]:
+        scale = float(jnp.max(jnp.abs(want)))
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * scale)
+    assert float(jnp.max(jnp.abs(got_grads[1]))) > 0      # the input gradient is exercised
+    want_eval = ref.apply(variables, x, use_running_average=True)
+    got_eval = BatchNorm().apply(variables, x, use_running_average=True)
+    np.testing.assert_array_equal(got_eval, want_eval)
+
+
+def test_batch_norm_bfloat16_keeps_float32_statistics():
+    x = jax.random.normal(jax.random.key(0), (8, 4, 4, 6), jnp.bfloat16) * 3 + 2
+    module = BatchNorm(dtype=jnp.bfloat16)
+    variables = module.init(jax.random.key(1), x, use_running_average=False)
+    y, updates = module.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
+    assert y.dtype == jnp.bfloat16
+    assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(updates))
+    want_mean = 0.1 * jnp.mean(x.astype(jnp.float32), axis=(0, 1, 2))   # momentum 0.9 from zeros
+    np.testing.assert_allclose(updates["batch_stats"]["mean"], want_mean, rtol=1e-5, atol=1e-6)
+    grads = jax.grad(lambda p, x: jnp.sum(module.apply({"params": p, **updates}, x,
+                                                       use_running_average=False,
+                                                       mutable=["batch_stats"])[0]
+                                          .astype(jnp.float32) ** 2), argnums=(0, 1))(
+        variables["params"], x)
+    assert grads[1].dtype == jnp.bfloat16 and grads[0]["scale"].dtype == jnp.float32
+    assert all(bool(jnp.all(jnp.isfinite(g.astype(jnp.float32)))) for g in jax.tree.leaves(grads))
