@@ -21,6 +21,16 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 
+def steal_seconds() -> float:
+    """CPU time the hypervisor took from this VM so far (Linux /proc/stat 'steal'; 0 elsewhere).
+    On shared 2-core VMs it varies from run to run and slows whatever runs while it rises."""
+    try:
+        with open("/proc/stat") as f:
+            return int(f.readline().split()[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--stages", default="stage1,stage2")
@@ -54,6 +64,7 @@ def main(argv=None) -> int:
         steps = {"default": default, "library": library}
         reference = bench.torch_step(stage, batch_size, args.patch, config.model.num_classes)
         times = {"default": [], "library": [], "torch": []}
+        steal_start = steal_seconds()
         for round_ in range(args.steps + 1):             # round 0 warms up
             for name in ("default", "library", "torch"):
                 start = time.perf_counter()
@@ -69,7 +80,8 @@ def main(argv=None) -> int:
               f"{med['library']:.2f} ({med['default'] / med['library']:.2f}x), PyTorch "
               f"{med['torch']:.2f}; speedup vs PyTorch: default {med['torch'] / med['default']:.2f}x"
               f", library {med['torch'] / med['library']:.2f}x; compile default {default_s:.1f} s, "
-              f"library {library_s:.1f} s; load average {os.getloadavg()[0]:.1f}", flush=True)
+              f"library {library_s:.1f} s; load average {os.getloadavg()[0]:.1f}, CPU stolen by the "
+              f"hypervisor {steal_seconds() - steal_start:.1f} s", flush=True)
     return 0
 
 
