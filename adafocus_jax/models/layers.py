@@ -16,9 +16,6 @@ import jax.numpy as jnp
 # negligible; for the Sth-Sth policy's BatchNorm1d after the linear layer n is the batch (64), so
 # its running variance converges to 63/64 of PyTorch's. Only eval-mode outputs of a model trained
 # here are affected; converted PyTorch weights carry their own running statistics.
-_BN_MOMENTUM, _BN_EPSILON = 0.9, 1e-5
-
-
 def _bn_train_fwd(x, scale, bias, epsilon):
     """Train-mode batch norm over all axes but the last: (y, (mean, var)) and the residuals."""
     c = x.shape[-1]
@@ -62,8 +59,7 @@ def batch_norm_train(x, scale, bias, epsilon):
     return _bn_train_fwd(x, scale, bias, epsilon)[0]
 
 
-batch_norm_train.defvjp(lambda x, scale, bias, epsilon: _bn_train_fwd(x, scale, bias, epsilon),
-                        _bn_train_bwd)
+batch_norm_train.defvjp(_bn_train_fwd, _bn_train_bwd)
 
 
 class BatchNorm(nn.Module):
@@ -76,8 +72,8 @@ class BatchNorm(nn.Module):
     else the promoted dtype of `x` and the float32 parameters (Flax's rule).
     """
     use_running_average: bool | None = None
-    momentum: float = _BN_MOMENTUM
-    epsilon: float = _BN_EPSILON
+    momentum: float = 0.9       # PyTorch's 0.1, counted the other way round (comment at the top)
+    epsilon: float = 1e-5
     dtype: Any = None
 
     @nn.compact
