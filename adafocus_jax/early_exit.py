@@ -20,11 +20,14 @@ runner runs the glance network on the G glance frames and exit 0; the videos tha
 policies once (which K frames, which box in each), then the local network and the exit
 classifier one chosen frame per step, in the order of the chosen frames; a video's frames after
 its exit are never sent to the device. Costs per step: `uni_step_gflops` (step 0 the glance
-stage, step 1 adds the policies). `make_runner(model, variables)` picks the runner; everything
-below is shared. (The official code ranks videos by the largest raw logit; here, as for the
+stage, step 1 adds the policies). **Uni-AdaFocus-TSM** (`UniTSMOnlineRunner`) has the official
+TSM variant's 2 exits: the glance stage alone, or the full model (TSM mixes the K chosen frames,
+so they go through the local network together); a video that exits at 0 sends no candidate frame
+to the device. `make_runner(model, variables)` picks the runner; everything below is shared.
+(The official code ranks videos by the largest raw logit; here, as for the
 per-frame model, by the largest softmax probability.)
 
-    runner = make_runner(model, variables)                      # OnlineRunner | UniOnlineRunner
+    runner = make_runner(model, variables)      # OnlineRunner | UniOnlineRunner | UniTSM...
     conf = step_confidences(softmax(step_logits)[:, runner.exit_positions])    # [N, T]
     fit = fit_thresholds(conf_val, runner.step_gflops(), budget)
 
@@ -239,15 +242,28 @@ def simulate_exit(confidences: np.ndarray, thresholds: Sequence[float]) -> np.nd
     return np.argmax(passed, axis=1)
 
 
-def padded_batches(frames: np.ndarray, batch_size: int):
-    """Yields (chunk `[batch_size, ...]`, n real rows) over `frames` `[N, ...]` in order; the last
-    chunk is padded with copies of its first row (so every call has one shape)."""
-    for start in range(0, len(frames), batch_size):
-        chunk = frames[start:start + batch_size]
-        n = len(chunk)
+def count_videos(videos) -> int:
+    """N of `videos`: frames `[N, ...]` or a tuple of such arrays (the TSM variant's glance and
+    candidate frames)."""
+    return len(videos[0] if isinstance(videos, tuple) else videos)
+
+
+def first_videos(videos, n: int):
+    """The first `n` videos of `videos` (an array or a tuple of arrays, `count_videos`)."""
+    return tuple(v[:n] for v in videos) if isinstance(videos, tuple) else videos[:n]
+
+
+def padded_batches(frames, batch_size: int):
+    """Yields (chunk `[batch_size, ...]`, n real rows) over `frames` `[N, ...]` (or a tuple of
+    such arrays: a tuple of chunks) in order; the last chunk is padded with copies of its first
+    row (so every call has one shape)."""
+    arrays = frames if isinstance(frames, tuple) else (frames,)
+    for start in range(0, len(arrays[0]), batch_size):
+        chunks = [a[start:start + batch_size] for a in arrays]
+        n = len(chunks[0])
         if n < batch_size:
-            chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - n, 0)])
-        yield chunk, n
+            chunks = [np.concatenate([c, np.repeat(c[:1], batch_size - n, 0)]) for c in chunks]
+        yield (tuple(chunks) if isinstance(frames, tuple) else chunks[0]), n
 
 
 def _buckets(batch_size: int) -> list[int]:
@@ -257,6 +273,20 @@ def _buckets(batch_size: int) -> list[int]:
         sizes.add(size)
         size *= 2
     return sorted(sizes)
+
+
+def exit_thresholds(thresholds: Sequence[float], num_steps: int, compaction: str) -> np.ndarray:
+    """The `[T]` thresholds a loop uses: checked, the last -inf (every video exits there),
+    all others +inf for compaction "none"."""
+    if compaction not in COMPACTION:
+        raise ValueError(f"compaction must be one of {COMPACTION}, got {compaction!r}")
+    thresholds = np.asarray(thresholds, np.float64).copy()
+    if thresholds.shape != (num_steps,):
+        raise ValueError(f"thresholds must have {num_steps} entries, got {thresholds.shape}")
+    if compaction == "none":
+        thresholds[:] = np.inf
+    thresholds[-1] = -np.inf
+    return thresholds
 
 
 def run_exit_loop(num_videos: int, num_steps: int, thresholds: Sequence[float],
@@ -280,14 +310,7 @@ def run_exit_loop(num_videos: int, num_steps: int, thresholds: Sequence[float],
       {"prediction" `[N]`, "exit_step" `[N]`, "confidence" `[N]`, "rows_processed"} (video-steps
       computed, padding included).
     """
-    if compaction not in COMPACTION:
-        raise ValueError(f"compaction must be one of {COMPACTION}, got {compaction!r}")
-    thresholds = np.asarray(thresholds, np.float64).copy()
-    if thresholds.shape != (num_steps,):
-        raise ValueError(f"thresholds must have {num_steps} entries, got {thresholds.shape}")
-    if compaction == "none":
-        thresholds[:] = np.inf
-    thresholds[-1] = -np.inf
+    thresholds = exit_thresholds(thresholds, num_steps, compaction)
     prediction = np.zeros(num_videos, np.int64)
     exit_step = np.zeros(num_videos, np.int64)
     confidence = np.zeros(num_videos, np.float32)
@@ -337,7 +360,7 @@ def _full_predictions(fn, variables, frames: np.ndarray, batch_size: int) -> np.
     frames `[N, ...]`, in batches of `batch_size` (the last padded)."""
     preds = []
     for chunk, n in padded_batches(frames, batch_size):
-        out = fn(variables, chunk)
+        out = fn(variables, *(chunk if isinstance(chunk, tuple) else (chunk,)))
         preds.append(np.asarray(jnp.argmax(out["probabilities"], -1))[:n])
     return np.concatenate(preds)
 
@@ -411,17 +434,42 @@ class OnlineRunner:
         return out
 
 
-def check_uni_online(model_config) -> None:
-    """Raises ValueError unless the model is the per-frame (ActivityNet-family) Uni-AdaFocus."""
+def check_uni_online(model_config, tsm: bool = False) -> None:
+    """Raises ValueError unless the model is the per-frame (ActivityNet-family) Uni-AdaFocus, or
+    with `tsm` its TSM variant (`policy.per_frame = False`)."""
     c = model_config
+    name = "UniTSMOnlineRunner" if tsm else "UniOnlineRunner"
     if c.get("version", "v1") != "uni":
-        raise ValueError("UniOnlineRunner needs config.model.version = 'uni', got "
+        raise ValueError(f"{name} needs config.model.version = 'uni', got "
                          f"{c.get('version', 'v1')!r}")
-    if not c.policy.get("per_frame", True) or c.glancer.get("temporal_shift") or \
-            c.focuser.get("temporal_shift"):
+    per_frame = c.policy.get("per_frame", True)
+    if tsm and per_frame:
+        raise ValueError("UniTSMOnlineRunner: the model is the per-frame (ActivityNet-family) "
+                         "Uni-AdaFocus; use UniOnlineRunner (its 17 exits)")
+    if not tsm and (not per_frame or c.glancer.get("temporal_shift") or
+                    c.focuser.get("temporal_shift")):
         raise ValueError("UniOnlineRunner: the 17 exits are those of the per-frame "
                          "(ActivityNet-family) Uni-AdaFocus; the TSM variant needs all its "
-                         "frames at once")
+                         "frames at once: UniTSMOnlineRunner (2 exits)")
+
+
+def _softmax(logits: jnp.ndarray) -> jnp.ndarray:
+    return jax.nn.softmax(logits.astype(jnp.float32), -1)
+
+
+def _uni_glance_and_policy(model, state: str):
+    """The jitted glance stage and policy call of both Uni-AdaFocus runners:
+    `glance(variables, frames) -> ((maps, pooled, exit_glance()[state]), exit-0 probabilities
+    [B, C])`; `policy(variables, maps, pooled, rows) -> (frame indices [B, K], actions)`."""
+
+    def glance(variables, frames):
+        out = model.apply(variables, normalize_jnp(frames), method="exit_glance")
+        return (out["maps"], out["pooled"], out[state]), _softmax(out["logits"])
+
+    def policy(variables, maps, pooled, rows):
+        return model.apply(variables, maps[rows], pooled[rows], method="exit_policy")
+
+    return _jit(glance), _jit(policy)
 
 
 class UniOnlineRunner:
@@ -456,22 +504,15 @@ class UniOnlineRunner:
         self.glance_frames = np.asarray(
             uni_models.glance_indices(int(cfg.num_candidate_frames), g, 1))[0]
         self.frame_shape = (int(cfg.num_candidate_frames), cfg.input_size, cfg.input_size, 3)
-        softmax = lambda logits: jax.nn.softmax(logits.astype(jnp.float32), -1)  # noqa: E731
-
-        def glance(variables, frames):
-            out = model.apply(variables, normalize_jnp(frames), method="exit_glance")
-            return (out["maps"], out["pooled"], out["global_state"]), softmax(out["logits"])
-
-        def policy(variables, maps, pooled, rows):
-            return model.apply(variables, maps[rows], pooled[rows], method="exit_policy")
+        self._glance, self._policy = _uni_glance_and_policy(model, "global_state")
 
         def local(variables, index, frame, actions, rows, running, global_state):
             running, logits, top = model.apply(
                 variables, index, normalize_jnp(frame), actions, running[rows],
                 global_state[rows], method="exit_local")
-            return (running, global_state[rows]), softmax(logits), top
+            return (running, global_state[rows]), _softmax(logits), top
 
-        self._glance, self._policy, self._local = map(_jit, (glance, policy, local))
+        self._local = _jit(local)
         self._full = _jit(inference.predict_fn(model))
 
     def step_gflops(self) -> np.ndarray:
@@ -541,10 +582,201 @@ class UniOnlineRunner:
         return out
 
 
+class UniTSMOnlineRunner:
+    """Uni-AdaFocus-TSM inference with real early exit at its 2 exits (the official TSM
+    variant's: glance only, or the full model).
+
+    Per batch: the TSM glance network on the G glance frames and exit 0 (its "reg" head averaged
+    over frames = step_logits[:, 0]); the videos that go on run both policies (which K of the N
+    candidates, one box per video; indices read on the host), then only their K chosen
+    candidates are sent to the device, cropped and run through the TSM local network together
+    (TSM mixes the K frames, so there is no exit between them) and fused with the glance logits
+    (exit 1 = the prediction). A video that exits at 0 sends no candidate frame. With
+    compaction "compact" the videos that go on are pooled across input batches, so step 1 runs
+    in full batches (`_run_pooled`); "masked" and "none" are `run_exit_loop`'s.
+
+    `videos` are a tuple (glance frames `[N, G, S, S, 3]`, candidates `[N, N_c, S, S, 3]`),
+    uint8, as the loader makes them (`load_split`).
+
+    Args:
+      model: a `UniAdaFocus` module with `policy.per_frame = False` (`check_uni_online`).
+      variables: `{"params", "batch_stats"}`.
+    """
+
+    title = "Uni-AdaFocus-TSM early exit"
+    num_steps = 2
+    exit_positions = np.arange(2)
+
+    def __init__(self, model, variables: Mapping):
+        from adafocus_jax import inference
+        check_uni_online(model.config, tsm=True)
+        self.model = model
+        self.variables = _device_variables(variables)
+        cfg = model.config
+        s = cfg.input_size
+        self.num_focus = int(cfg.num_focus_frames)
+        self.shapes = ((int(cfg.num_glance_frames), s, s, 3),
+                       (int(cfg.num_candidate_frames), s, s, 3))
+        self._glance, self._policy = _uni_glance_and_policy(model, "glance_logits")
+
+        def local(variables, frames, actions, glance_logits, rows):
+            logits, top = model.apply(variables, normalize_jnp(frames), actions,
+                                      glance_logits[rows], method="exit_tsm_local")
+            return _softmax(logits), jnp.floor(top[:, 0]).astype(jnp.int32)
+
+        self._local = _jit(local)
+        self._full = _jit(inference.predict_fn(model))
+
+    def step_gflops(self) -> np.ndarray:
+        """`[2]` GMACs per video of each step (`uni_tsm_step_gflops`)."""
+        return uni_tsm_step_gflops(self.model)
+
+    def local_frames(self, exit_step: np.ndarray) -> np.ndarray:
+        """Frames through the local network of videos exiting at `exit_step` (0 or K)."""
+        return np.asarray(exit_step) * self.num_focus
+
+    def _check(self, videos):
+        ok = (isinstance(videos, tuple) and len(videos) == 2 and
+              all(np.ndim(v) == 5 and tuple(v.shape[1:]) == shape
+                  for v, shape in zip(videos, self.shapes)) and len(videos[0]) == len(videos[1]))
+        if not ok:
+            got = ([np.shape(v) for v in videos] if isinstance(videos, tuple)
+                   else np.shape(videos))
+            raise ValueError("UniTSMOnlineRunner: videos must be a tuple of uint8 glance frames "
+                             f"[N, *{self.shapes[0]}] and candidates [N, *{self.shapes[1]}], "
+                             f"got {got}")
+        return videos
+
+    def full(self, videos, batch_size: int) -> np.ndarray:
+        """The ordinary inference (`__call__`): predicted class `[N]` of `videos`, in batches of
+        `batch_size`."""
+        return _full_predictions(self._full, self.variables, self._check(videos), batch_size)
+
+    def run(self, videos, thresholds: Sequence[float], batch_size: int,
+            compaction: str = "compact") -> dict[str, np.ndarray]:
+        """Early-exit inference of `videos` (glance frames, candidates).
+
+        Args:
+          thresholds: `[2]` max-softmax thresholds (the last forced to -inf).
+
+        Returns:
+          {"prediction" `[N]`, "exit_step" `[N]` (0 = glance only, 1 = full), "confidence"
+           `[N]`, "frame_indices" `[N, K]` (candidates through the local network, -1 for a video
+           that exited at 0), "patch_offsets" `[N, 1, 2]` (the box's int top-left, or -1),
+           "rows_processed"}.
+        """
+        glance, candidates = self._check(videos)
+        n, k = len(glance), self.num_focus
+        frame_indices = np.full((n, k), -1, np.int32)
+        offsets_all = np.full((n, 1, 2), -1, np.int32)
+
+        def rest(ids, rows, states):     # step 1 of the videos `ids`, glance states at `rows`
+            maps, pooled, glance_logits = states
+            idx, actions = jax.device_get(self._policy(self.variables, maps, pooled, rows))
+            probs, top = self._local(self.variables, candidates[ids[:, None], idx], actions,
+                                     glance_logits, rows)
+            return probs, jnp.concatenate([jnp.asarray(idx, jnp.int32), top], axis=1)
+
+        def step(t, ids, rows, states, num_real):
+            if t == 0:
+                states, probs = self._glance(self.variables, glance[ids])
+                return states, probs, None
+            return (None, *rest(ids, rows, states))
+
+        def record(t, ids, extra):
+            if t == 1:
+                frame_indices[ids], offsets_all[ids, 0] = extra[:, :k], extra[:, k:]
+
+        if compaction == "compact":
+            out = self._run_pooled(glance, thresholds, batch_size, rest, record)
+        else:
+            out = run_exit_loop(n, self.num_steps, thresholds, batch_size, compaction, step,
+                                record)
+        out.update(frame_indices=frame_indices, patch_offsets=offsets_all)
+        return out
+
+    def _run_pooled(self, glance: np.ndarray, thresholds: Sequence[float], batch_size: int,
+                    rest: Callable, record: Callable) -> dict[str, Any]:
+        """"compact" with two exits: exit 0 batch by batch; the videos that go on wait in a pool
+        (their glance states stay on the device) and run step 1 in full batches of
+        `batch_size` gathered across input batches, so only the last step-1 batch is short
+        (padded to a `_buckets` size). Same outputs as `run_exit_loop`'s."""
+        thresholds = exit_thresholds(thresholds, self.num_steps, "compact")
+        n = len(glance)
+        prediction = np.zeros(n, np.int64)
+        exit_step = np.zeros(n, np.int64)
+        confidence = np.zeros(n, np.float32)
+        buckets = _buckets(batch_size)
+        rows_processed = 0
+        pool_ids, pool_states = [], []
+
+        def finish(ids, probs, t):
+            conf, pred = probs.max(-1), probs.argmax(-1)
+            prediction[ids], confidence[ids], exit_step[ids] = pred, conf, t
+            return conf
+
+        def padded(ids):   # (ids padded to a bucket size with copies of the first, rows)
+            size = next(b for b in buckets if b >= len(ids))
+            rows = np.concatenate([np.arange(len(ids)), np.zeros(size - len(ids), int)])
+            return np.concatenate([ids, np.full(size - len(ids), ids[0])]), rows.astype(np.int32)
+
+        def drain(final: bool):
+            nonlocal rows_processed, pool_ids, pool_states
+            while pool_ids and (final or sum(map(len, pool_ids)) >= batch_size):
+                ids = np.concatenate(pool_ids)
+                states = jax.tree.map(lambda *x: jnp.concatenate(x), *pool_states)
+                now = ids[:batch_size]
+                chunk, rows = padded(now)
+                probs, extra = jax.device_get(rest(chunk, rows, states))
+                rows_processed += len(chunk)
+                finish(now, probs[:len(now)], 1)
+                record(1, now, np.asarray(extra)[:len(now)])
+                left = len(ids) - len(now)
+                pool_ids = [ids[len(now):]] if left else []
+                pool_states = [jax.tree.map(lambda x: x[len(now):], states)] if left else []
+
+        for start in range(0, n, batch_size):
+            ids = np.arange(start, min(start + batch_size, n))
+            chunk, _ = padded(ids)
+            states, probs = self._glance(self.variables, glance[chunk])
+            rows_processed += len(chunk)
+            probs = jax.device_get(probs)[:len(ids)]
+            go = np.where(probs.max(-1) < thresholds[0])[0]
+            finish(ids, probs, 0)
+            if len(go):
+                pool_ids.append(ids[go])
+                pool_states.append(jax.tree.map(lambda x: x[jnp.asarray(go)], states))
+            drain(final=False)
+        drain(final=True)
+        return {"prediction": prediction, "exit_step": exit_step, "confidence": confidence,
+                "rows_processed": rows_processed}
+
+
+def uni_tsm_step_gflops(model) -> np.ndarray:
+    """GMACs per video of the two steps of `UniTSMOnlineRunner`, `[2]`, counted with
+    `adafocus_jax.flops.count_macs` on the steps it runs: step 0 the TSM glance network on the
+    G glance frames with both heads (exit 0); step 1 both policies, the crop and the TSM local
+    network on the K chosen frames, and the fused prediction."""
+    cfg = model.config
+    s, g, k = cfg.input_size, int(cfg.num_glance_frames), int(cfg.num_focus_frames)
+    variables = _abstract_variables(model)
+    f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)   # noqa: E731
+    glance_fn = lambda v, x: model.apply(v, x, method="exit_glance")  # noqa: E731
+    glance = jax.eval_shape(glance_fn, variables, f32(1, g, s, s, 3))
+    policy = _traced_gflops(lambda v, m, p: model.apply(v, m, p, method="exit_policy"),
+                            variables, glance["maps"], glance["pooled"])
+    local = _traced_gflops(lambda v, *a: model.apply(v, *a, method="exit_tsm_local"),
+                           variables, f32(1, k, s, s, 3), f32(1, 1, 4), glance["glance_logits"])
+    return np.array([_traced_gflops(glance_fn, variables, f32(1, g, s, s, 3)), policy + local])
+
+
 def make_runner(model, variables: Mapping):
-    """The early-exit runner of `model`: `UniOnlineRunner` for Uni-AdaFocus, else
-    `OnlineRunner` (the per-frame model; both check the architecture)."""
+    """The early-exit runner of `model`: `UniOnlineRunner` (Uni-AdaFocus, ActivityNet family),
+    `UniTSMOnlineRunner` (its TSM variant), else `OnlineRunner` (the per-frame model; each
+    checks the architecture)."""
     if model.config.get("version", "v1") == "uni":
+        if not model.config.policy.get("per_frame", True):
+            return UniTSMOnlineRunner(model, variables)
         return UniOnlineRunner(model, variables)
     return OnlineRunner(model, variables)
 
@@ -572,14 +804,18 @@ def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeats: int) -> dict
 # The synthetic benchmark's early-exit section.
 
 
-def load_split(config, split: str, max_videos: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 frames `[N, T, S, S, 3]`, labels `[N]`) of a split, evaluation sampling."""
+def load_split(config, split: str, max_videos: int = 0):
+    """(uint8 frames `[N, T, S, S, 3]`, labels `[N]`) of a split, evaluation sampling; with
+    separate focus frames (the TSM variant's candidates) the frames are a tuple (glance
+    `[N, G, S, S, 3]`, focus `[N, N_c, S, S, 3]`)."""
     from adafocus_jax import data as data_lib
     source = data_lib.create_source(config.data, split)
     n = min(len(source), max_videos) if max_videos else len(source)
     examples = [source.get(i, None) for i in range(n)]
-    return (np.stack([e["glance"] for e in examples]),
-            np.asarray([int(e["label"]) for e in examples]))
+    glance = np.stack([e["glance"] for e in examples])
+    if examples and "focus" in examples[0]:
+        glance = (glance, np.stack([e["focus"] for e in examples]))
+    return glance, np.asarray([int(e["label"]) for e in examples])
 
 
 def full_step_probabilities(model, variables, frames: np.ndarray, batch_size: int) -> np.ndarray:
@@ -588,7 +824,8 @@ def full_step_probabilities(model, variables, frames: np.ndarray, batch_size: in
     fn = _jit(inference.predict_fn(model))
     out = []
     for chunk, n in padded_batches(frames, batch_size):
-        out.append(np.asarray(jax.nn.softmax(fn(variables, chunk)["step_logits"], -1))[:n])
+        chunk = chunk if isinstance(chunk, tuple) else (chunk,)
+        out.append(np.asarray(jax.nn.softmax(fn(variables, *chunk)["step_logits"], -1))[:n])
     return np.concatenate(out)
 
 
@@ -675,8 +912,8 @@ def benchmark(config, variables, model=None, *, fit_split: str = "val", test_spl
     variables = runner.variables
     fit_frames, _ = load_split(config, fit_split)
     test_frames, test_labels = load_split(config, test_split)
-    logging.info("early exit: %d %s + %d %s videos loaded", len(fit_frames), fit_split,
-                 len(test_frames), test_split)
+    logging.info("early exit: %d %s + %d %s videos loaded", count_videos(fit_frames), fit_split,
+                 count_videos(test_frames), test_split)
     positions = runner.exit_positions        # the full model's steps that are exits
     fit_conf = step_confidences(
         full_step_probabilities(model, variables, fit_frames, batch_size)[:, positions])
@@ -718,13 +955,13 @@ def benchmark(config, variables, model=None, *, fit_split: str = "val", test_spl
     for point in chosen:
         thresholds = point["thresholds"]
         # The real exits (on the timed videos) must be the simulated ones.
-        timed = test_frames[:timing_videos] if timing_videos else test_frames
-        want = simulate_exit(test_conf, thresholds)[:len(timed)]
+        timed = first_videos(test_frames, timing_videos) if timing_videos else test_frames
+        want = simulate_exit(test_conf, thresholds)[:count_videos(timed)]
         results = {c: runner.run(timed, thresholds, batch_size, c) for c in ("compact", "masked")}
         for compaction, got in results.items():
             if not np.array_equal(got["exit_step"], want):
                 raise AssertionError(f"real exits ({compaction}) differ from the simulation")
-            simulated = test_probs[rows[:len(timed)], want].argmax(-1)
+            simulated = test_probs[rows[:count_videos(timed)], want].argmax(-1)
             if not np.array_equal(got["prediction"], simulated):
                 raise AssertionError(f"real predictions ({compaction}) differ from the full "
                                      "model's at the same step")
@@ -736,13 +973,13 @@ def benchmark(config, variables, model=None, *, fit_split: str = "val", test_spl
         }
         logging.info("early exit: budget %.4f: exits checked; timing", point["budget"])
         times = time_interleaved(fns, repeats)
-        single = test_frames[:single_videos]
+        single = first_videos(test_frames, single_videos)
         times_1 = time_interleaved({
             "full": lambda: runner.full(single, 1),
             "exit": lambda: runner.run(single, thresholds, 1, "compact")}, repeats)
-        n = n_timed = len(timed)
+        n = n_timed = count_videos(timed)
         ms = {k: 1000 * float(np.median(v)) / n for k, v in times.items()}
-        ms_1 = {k: 1000 * float(np.median(v)) / len(single) for k, v in times_1.items()}
+        ms_1 = {k: 1000 * float(np.median(v)) / count_videos(single) for k, v in times_1.items()}
         exits = simulate_exit(test_conf, thresholds)   # = the real exits (checked above)
         measured.append({
             "budget": point["budget"], "thresholds": thresholds,
@@ -758,12 +995,12 @@ def benchmark(config, variables, model=None, *, fit_split: str = "val", test_spl
                 "masked": int(results["masked"]["rows_processed"])},
             "batch_size": batch_size, "timed_videos": int(n), "ms_per_video": ms,
             "speedup_vs_full": {k: ms["full"] / v for k, v in ms.items() if k != "full"},
-            "batch_size_1": {"num_videos": len(single), "ms_per_video": ms_1,
+            "batch_size_1": {"num_videos": count_videos(single), "ms_per_video": ms_1,
                              "speedup_vs_full": ms_1["full"] / ms_1["exit"]},
         })
     section = {
         "fit_split": fit_split, "test_split": test_split, "num_videos": int(len(test_labels)),
-        "num_fit_videos": int(len(fit_frames)), "step_gflops": [float(c) for c in costs],
+        "num_fit_videos": int(count_videos(fit_frames)), "step_gflops": [float(c) for c in costs],
         "num_steps": steps,
         "full": {"accuracy": full_acc, "gflops": float(cumulative[-1])},
         "curve": curve, "measured": measured,

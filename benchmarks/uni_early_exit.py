@@ -1,16 +1,19 @@
-"""Real early exit of Uni-AdaFocus (its 17 exits) against the full model, wall-clock, random weights.
+"""Real early exit of Uni-AdaFocus (17 exits; TSM 2) vs the full model, wall-clock, random weights.
 
     python benchmarks/uni_early_exit.py                   # small networks at 112² (patch 64)
     python benchmarks/uni_early_exit.py --size=official --input_size=224 --patch=128  # official
     python benchmarks/uni_early_exit.py --size=tiny       # tiny widths (checks the script)
     python benchmarks/uni_early_exit.py --budgets=mid,2.5,50% --out=/tmp/uni_exit.json
+    python benchmarks/uni_early_exit.py --family=sthv2 --budgets=mid   # the TSM variant (2 exits)
 
 Builds the ActivityNet-family Uni-AdaFocus network (`models.uni_model_config`: MobileNetV2 +
 ResNet-50, 48 candidate frames, 16 glanced, 16 chosen, exit MLPs of 4096, 200 classes; `--size`
 small halves the networks' depth / width so that it compiles and runs on a small CPU) at
-`--input_size` (box sides scaled from 96…224 px at 224²), with random weights whose BatchNorm
-statistics are calibrated on random videos (train-mode passes, so eval mode keeps activations at
-their train-mode scale), on random noise videos (`config.data.format="random"`), and runs
+`--input_size` (box sides scaled from 96…224 px at 224²), or with `--family=sthv2` the TSM variant
+(MobileNetV2-TSM on 8 glance frames, ResNet-50-TSM on 16 of 48 candidates, one box per video, 174
+classes; its 2 exits: the glance stage alone or the full model), with random weights whose
+BatchNorm statistics are calibrated on random videos (train-mode passes, so eval mode keeps
+activations at their train-mode scale), on random noise videos (`config.data.format="random"`), and runs
 `adafocus_jax.early_exit.benchmark`, the function behind `python -m adafocus_jax.benchmark
 --early_exit`: thresholds fitted on the val split for each budget, real exits checked against the
 offline simulation on the test split, then full model / stepwise without exit / exit compact /
@@ -51,7 +54,8 @@ def _random_variables(model, seed: int):
     return jax.tree_util.tree_map_with_path(fill, dict(shapes))
 
 
-def build(input_size: int, patch: int, size: str, videos: int, seed: int = 0):
+def build(input_size: int, patch: int, size: str, videos: int, seed: int = 0,
+          family: str = "actnet"):
     """(config, model, calibrated random variables) for the benchmark."""
     import jax
     import jax.numpy as jnp
@@ -61,14 +65,14 @@ def build(input_size: int, patch: int, size: str, videos: int, seed: int = 0):
     from adafocus_jax.data.transforms import normalize_jnp
 
     config = config_lib.load_config_module(
-        os.path.join(ROOT, "configs", "tiny.py")).get_config("actnet")
-    if size == "tiny":     # the tests' tiny widths, 48 / 16 / 16 frames
-        c = models.to_uni_model_config(models.tiny_model_config("actnet"))
+        os.path.join(ROOT, "configs", "tiny.py")).get_config(family)
+    if size == "tiny":     # the tests' tiny widths, 48 / 16 / 16 frames (TSM: 8 / 16 of 48)
+        c = models.to_uni_model_config(models.tiny_model_config(family))
         c.patch_size = patch
         c.classifier.hidden_dim = 16
         c.policy.spatial_hidden = c.policy.temporal_hidden = 4
     else:
-        c = models.uni_model_config("actnet", patch)
+        c = models.uni_model_config(family, patch)
     if size == "small":    # half the depth and width of the glance / local networks
         c.glancer.width_mult = 0.5
         c.focuser.stage_sizes = (2, 2, 2, 2)
@@ -79,18 +83,20 @@ def build(input_size: int, patch: int, size: str, videos: int, seed: int = 0):
     config.model = c
     d = config.data
     d.num_classes, d.input_size, d.scale_size = c.num_classes, input_size, input_size
-    d.num_glance_frames = c.num_candidate_frames
+    config_lib.set_uni_data(config)     # TSM: glance frames + the N candidates as `focus`
     d.random.num_train, d.random.num_val, d.random.num_test = 16, videos, videos
     model = models.create_model(config)
     variables = _random_variables(model, seed)
     # BatchNorm calibration: train-mode passes move the running statistics towards those of
     # random videos (momentum 0.1 per pass).
     source = data_lib.create_source(d, "train")
-    frames = jnp.asarray(np.stack([source.get(i, None)["glance"] for i in range(8)]))
+    examples = [source.get(i, None) for i in range(8)]
+    frames = [jnp.asarray(np.stack([e[key] for e in examples]))
+              for key in ("glance", "focus") if key in examples[0]]
 
     @jax.jit
     def calibrate(variables, frames):
-        _, updates = model.apply(variables, normalize_jnp(frames), train=True,
+        _, updates = model.apply(variables, *map(normalize_jnp, frames), train=True,
                                  rngs={"dropout": jax.random.key(1),
                                        "patches": jax.random.key(2)},
                                  mutable=["batch_stats"])
@@ -105,6 +111,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--input_size", type=int, default=112)
     parser.add_argument("--patch", type=int, default=64)
+    parser.add_argument("--family", default="actnet", choices=("actnet", "sthv2"),
+                        help="actnet: the ActivityNet-family model (17 exits); sthv2: the TSM "
+                             "variant (2 exits)")
     parser.add_argument("--size", default="small", choices=("official", "small", "tiny"),
                         help="networks: official (MobileNetV2 1.0 + ResNet-50, MLPs 4096), "
                              "small (MobileNetV2 0.5 + ResNet (2, 2, 2, 2), MLPs 1024), tiny")
@@ -121,23 +130,25 @@ def main(argv=None):
     import jax
     from adafocus_jax import early_exit
     start = time.time()
-    config, model, variables = build(args.input_size, args.patch, args.size, args.videos)
-    full_cost = float(early_exit.uni_step_gflops(model).sum())
+    config, model, variables = build(args.input_size, args.patch, args.size, args.videos,
+                                     family=args.family)
+    full_cost = float(early_exit.make_runner(model, variables).step_gflops().sum())
     measure = [float(b[:-1]) / 100 * full_cost if b.endswith("%") else b
                for b in (b.strip() for b in args.budgets.split(",")) if b]
     section = early_exit.benchmark(
         config, variables, model, fit_split="val", test_split="test",
         num_budgets=args.num_budgets, batch_size=args.batch_size, repeats=args.repeats,
         timing_videos=args.videos, single_videos=args.single_videos, measure=measure)
-    section["setup"] = {"input_size": args.input_size, "patch": args.patch, "size": args.size,
+    section["setup"] = {"family": args.family, "input_size": args.input_size,
+                        "patch": args.patch, "size": args.size,
                         "weights": "random, BatchNorm calibrated on random videos",
                         "data": "random noise videos", "platform": jax.devices()[0].platform,
                         "cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
                         "seconds": time.time() - start}
     costs = section["step_gflops"]
-    print(f"GFLOPs per step: glance + exit 0 {costs[0]:.4f}, + policies + local frame 1 "
-          f"{costs[1]:.4f}, each later local frame {costs[2]:.4f}; full "
-          f"{section['full']['gflops']:.4f}")
+    later = f", each later local frame {costs[2]:.4f}" if len(costs) > 2 else ""
+    print(f"GFLOPs per step: glance + exit 0 {costs[0]:.4f}, + policies + local frame(s) "
+          f"{costs[1]:.4f}{later}; full {section['full']['gflops']:.4f}")
     print("| budget | GFLOPs / video | local frames / video | ms / video: full | stepwise, no "
           "exit | exit compact | exit masked | speed-up (compact) | batch 1: full / exit |")
     print("|---|---|---|---|---|---|---|---|---|")

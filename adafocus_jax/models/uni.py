@@ -519,26 +519,31 @@ class UniAdaFocus(AdaFocusV2):
                               local_features=local["pooled"], frame_indices=f_idx)
 
     # ----------------------------------------------------------------------------------------
-    # The inference pass cut at its 17 exits (eval mode), for real early exit
+    # The inference pass cut at its exits (eval mode), for real early exit
     # (`adafocus_jax.early_exit.UniOnlineRunner`): exit 0 after the glance stage, exit i after
     # local frame i (in the order of the chosen frames); each equals `__call__`'s
-    # step_logits[:, G - 1 + i].
+    # step_logits[:, G - 1 + i]. The TSM variant (`UniTSMOnlineRunner`) has two: exit 0 after the
+    # glance stage (step_logits[:, 0]), exit 1 after the policies and the K chosen frames at once.
 
     def exit_glance(self, glance_frames: jnp.ndarray) -> dict:
         """The glance stage and exit 0: the G test-time glance frames `[B, G, S, S, 3]`
-        (normalised; candidates `glance_indices(N, G, B)`) → dict `maps` `[B, G, h, w, C_G]`,
-        `pooled` `[B, G, C_G]`, `global_state` `[B, hidden]`, `logits` `[B, C]`."""
-        if self.tsm:
-            raise ValueError("UniAdaFocus.exit_glance: the 17 exits are the ActivityNet-family "
-                             "variant's; the TSM variant has no exit classifier")
+        (normalised; ActivityNet family: candidates `glance_indices(N, G, B)`) → dict `maps`
+        `[B, G, h, w, C_G]`, `pooled` `[B, G, C_G]` (the temporal policy's input), `logits`
+        `[B, C]` (exit 0) and `global_state` `[B, hidden]` (ActivityNet family) or
+        `glance_logits` `[B, G, C]` (TSM: the detached TSN head, summed into the prediction)."""
         glance = self.glance_v2(glance_frames, False)
+        if self.tsm:   # exit 0 = step_logits[:, 0] of `fuse_uni`
+            return {"maps": glance["maps"], "pooled": self.temporal_inputs(glance)[0],
+                    "glance_logits": glance["logits"],
+                    "logits": glance["reg_logits"].mean(axis=1)}
         state, logits = self.classifier.global_exit(glance["pooled"])
         return {"maps": glance["maps"], "pooled": glance["pooled"], "global_state": state,
                 "logits": logits}
 
     def exit_policy(self, maps: jnp.ndarray, pooled: jnp.ndarray):
         """Both policies on the glance outputs of `exit_glance` → (frame indices `[B, K]` into the
-        N candidates, increasing; their box actions `[B, K, 4]`), as `__call__` (u = 0.5)."""
+        N candidates, increasing; their box actions `[B, K, 4]`, TSM `[B, 1, 4]`), as `__call__`
+        (u = 0.5)."""
         actions = self.policy.locate(maps, False)
         _, weights_t = self.policy.frame_weights(pooled, False)
         return self.choose_frames(weights_t, actions, 0.5)
@@ -554,6 +559,16 @@ class UniAdaFocus(AdaFocusV2):
         running, logits = self.classifier.local_exit(index, local["pooled"][:, 0], running,
                                                      global_state)
         return running, logits, top[:, 0]
+
+    def exit_tsm_local(self, frames: jnp.ndarray, actions: jnp.ndarray,
+                       glance_logits: jnp.ndarray):
+        """TSM variant, exit 1 (the full prediction): the K chosen candidates `[B, K, S, S, 3]`
+        (normalised; TSM needs them together), the video's action `[B, 1, 4]` and the glance
+        head's `glance_logits` `[B, G, C]` of `exit_glance` → (logits `[B, C]` = `__call__`'s,
+        box top-left `[B, 1, 2]` in pixels)."""
+        patches, top = self.box_patches(frames, actions)
+        logits, _ = self.classifier(glance_logits, self.local_v2(patches, False)["logits"])
+        return logits, top
 
 
 __all__ = ["UniAdaFocus", "UniPolicy", "TemporalPolicy", "SpatialPolicy", "UniExitClassifier",
