@@ -275,6 +275,14 @@ def _buckets(batch_size: int) -> list[int]:
     return sorted(sizes)
 
 
+def _pad_rows(ids: np.ndarray, rows: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """`ids` and their state `rows` padded to `size` (copies of the first video, state row 0):
+    every step call then has one of a few shapes."""
+    pad = size - len(ids)
+    return (np.concatenate([ids, np.full(pad, ids[0])]),
+            np.concatenate([rows, np.zeros(pad, rows.dtype)]).astype(np.int32))
+
+
 def exit_thresholds(thresholds: Sequence[float], num_steps: int, compaction: str) -> np.ndarray:
     """The `[T]` thresholds a loop uses: checked, the last -inf (every video exits there),
     all others +inf for compaction "none"."""
@@ -332,9 +340,7 @@ def run_exit_loop(num_videos: int, num_steps: int, thresholds: Sequence[float],
                 size = batch_size
                 rows = np.arange(m)
             k = len(members)
-            pad = size - k
-            rows = np.concatenate([rows, np.zeros(pad, rows.dtype)]).astype(np.int32)
-            take = np.concatenate([members, np.full(pad, members[0])])
+            take, rows = _pad_rows(members, rows, size)
             states, probs, extra = step(t, batch_ids[take], rows, states, k)
             rows_processed += size
             probs, extra = jax.device_get((probs, extra))
@@ -619,10 +625,12 @@ class UniTSMOnlineRunner:
                        (int(cfg.num_candidate_frames), s, s, 3))
         self._glance, self._policy = _uni_glance_and_policy(model, "glance_logits")
 
-        def local(variables, frames, actions, glance_logits, rows):
+        def local(variables, frames, actions, glance_logits, rows, indices):
             logits, top = model.apply(variables, normalize_jnp(frames), actions,
                                       glance_logits[rows], method="exit_tsm_local")
-            return _softmax(logits), jnp.floor(top[:, 0]).astype(jnp.int32)
+            # extra rows for `record`: the chosen candidates [B, K], then the box's top-left [B, 2]
+            top = jnp.floor(top[:, 0]).astype(jnp.int32)
+            return _softmax(logits), jnp.concatenate([indices.astype(jnp.int32), top], axis=1)
 
         self._local = _jit(local)
         self._full = _jit(inference.predict_fn(model))
@@ -673,9 +681,8 @@ class UniTSMOnlineRunner:
         def rest(ids, rows, states):     # step 1 of the videos `ids`, glance states at `rows`
             maps, pooled, glance_logits = states
             idx, actions = jax.device_get(self._policy(self.variables, maps, pooled, rows))
-            probs, top = self._local(self.variables, candidates[ids[:, None], idx], actions,
-                                     glance_logits, rows)
-            return probs, jnp.concatenate([jnp.asarray(idx, jnp.int32), top], axis=1)
+            return self._local(self.variables, candidates[ids[:, None], idx], actions,
+                               glance_logits, rows, idx)
 
         def step(t, ids, rows, states, num_real):
             if t == 0:
@@ -711,14 +718,10 @@ class UniTSMOnlineRunner:
         pool_ids, pool_states = [], []
 
         def finish(ids, probs, t):
-            conf, pred = probs.max(-1), probs.argmax(-1)
-            prediction[ids], confidence[ids], exit_step[ids] = pred, conf, t
-            return conf
+            prediction[ids], confidence[ids], exit_step[ids] = probs.argmax(-1), probs.max(-1), t
 
-        def padded(ids):   # (ids padded to a bucket size with copies of the first, rows)
-            size = next(b for b in buckets if b >= len(ids))
-            rows = np.concatenate([np.arange(len(ids)), np.zeros(size - len(ids), int)])
-            return np.concatenate([ids, np.full(size - len(ids), ids[0])]), rows.astype(np.int32)
+        def padded(ids):   # (ids, their state rows 0..len-1) padded to a bucket size
+            return _pad_rows(ids, np.arange(len(ids)), next(b for b in buckets if b >= len(ids)))
 
         def drain(final: bool):
             nonlocal rows_processed, pool_ids, pool_states
