@@ -63,12 +63,34 @@ def test_classes_and_options_come_from_the_data(prepared):
     assert sth.model.num_classes == 3 and sth.model.focuser.stage_sizes == (3, 4, 6, 3)
     assert (sth.data.num_glance_frames, sth.data.num_focus_frames) == (8, 12)
     assert sth.stage_order == "stage1,stage2,stage3" and not sth.allow_random_init
+    # The input filter (grey + high-pass, both networks) and the training translation: small
+    # preset 7 px / 6 px at input 96, scaled with the input (the box width odd), off for the
+    # official networks unless asked for.
+    for net in (config.model.focuser, config.model.glancer):
+        assert (net.input_grey, net.input_highpass) == (True, 7)
+    assert config.data.translate == 6
+    wide = custom.get_config(f"root={prepared},input=160")
+    assert (wide.model.focuser.input_highpass, wide.data.translate) == (11, 10)
+    plain = custom.get_config(f"root={prepared},highpass=0,grey=0,translate=0")
+    assert (plain.model.glancer.input_highpass, plain.model.glancer.input_grey,
+            plain.data.translate) == (0, False, 0)
+    for net in (sth.model.focuser, sth.model.glancer):
+        assert (net.input_grey, net.input_highpass) == (False, 0)
+    assert sth.data.translate == 0
+    asked = custom.get_config(f"root={prepared},size=official,grey=1,highpass=9,translate=4")
+    assert (asked.model.focuser.input_grey, asked.model.focuser.input_highpass,
+            asked.data.translate) == (True, 9, 4)
 
     for bad, message in ((f"root={prepared},family=kinetics", "family='kinetics'"),
                          (f"root={prepared},size=huge", "size='huge'"),
                          (f"root={prepared},frames=x", "frames='x' is not an integer"),
                          (f"root={prepared},patch=200", "patch=200 <= input=96"),
                          (f"root={prepared},colour=1", "unknown options ['colour']"),
+                         (f"root={prepared},highpass=-1", "highpass='-1': expected 0 or an odd"),
+                         (f"root={prepared},highpass=4", "highpass='4': expected 0 or an odd"),
+                         (f"root={prepared},grey=yes", "grey='yes': expected 0 or 1"),
+                         (f"root={prepared},translate=96", "translate='96': expected an integer"),
+                         (f"root={prepared},translate=-2", "translate='-2': expected an integer"),
                          ("family=actnet", "root=DIR is required"),
                          (f"root={prepared}/frames", "dataset.json does not exist")):
         with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(")):

@@ -189,3 +189,31 @@ def test_crop_scales_limit_the_training_crop():
     c.crop_scales = (1.5,)
     with pytest.raises(ValueError, match="crop_scales"):
         frames_lib.ExampleMaker(c)
+
+
+def test_translate_shifts_the_training_clip_only():
+    """`data.translate=k`: the training example is the official one shifted by
+    `transforms.random_translate` (drawn after the crop); evaluation is untouched."""
+    rng = np.random.default_rng(1)
+    frames = [Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
+              for _ in range(3)]
+    c = data_lib.default_data_config("actnet")
+    c.update(dict(input_size=32, scale_size=32, flip=False, num_glance_frames=3))
+    assert c.translate == 0
+    load = lambda indices: [frames[i - 1] for i in indices]  # noqa: E731
+    official = [frames_lib.ExampleMaker(c)(3, [0], load, np.random.default_rng(s), 0)["glance"]
+                for s in range(6)]
+    evaluation = frames_lib.ExampleMaker(c)(3, [0], load, None, 0)["glance"]
+    c.translate = 3
+    maker = frames_lib.ExampleMaker(c)
+    for s in range(6):
+        rng = np.random.default_rng(s)
+        maker.frame_lists(3, rng)                    # the same draws as the example's
+        transforms.train_transform(load([1, 2, 3]), rng, input_size=32)
+        want = transforms.random_translate(official[s], 3, rng)
+        np.testing.assert_array_equal(maker(3, [0], load, np.random.default_rng(s), 0)["glance"],
+                                      want)
+    np.testing.assert_array_equal(maker(3, [0], load, None, 0)["glance"], evaluation)
+    c.translate = 32
+    with pytest.raises(ValueError, match=r"translate must be in \[0, input_size\)"):
+        frames_lib.ExampleMaker(c)

@@ -109,6 +109,43 @@ def test_flip_is_a_coin_per_video():
     assert 70 < flips < 130
 
 
+def test_random_translate_shifts_the_whole_clip_with_mirrored_borders():
+    # Each pixel holds its own (row, column) so the shift can be read off the output.
+    rows, cols = np.meshgrid(np.arange(20), np.arange(20), indexing="ij")
+    clip = np.stack([np.stack([rows, cols, np.full_like(rows, t)], -1) for t in range(3)])
+    clip = clip.astype(np.uint8)                                      # [3, 20, 20, 3]
+    seen = set()
+    for seed in range(400):
+        out = transforms.random_translate(clip, 3, np.random.default_rng(seed))
+        dx, dy = (int(v) for v in np.random.default_rng(seed).integers(-3, 4, size=2))
+        seen.add((dx, dy))
+        assert out.shape == clip.shape and out.dtype == np.uint8
+        np.testing.assert_array_equal(out[..., 2], clip[..., 2])      # frames stay in order
+        # Content moved by (+dx, +dy); inside, output (y, x) holds input (y - dy, x - dx).
+        y, x = 10, 10
+        assert (out[1, y, x, 0], out[1, y, x, 1]) == (y - dy, x - dx)
+        # Borders are mirrored (reflect, no repeated edge row): row -1 -> row 1, column 20 -> 18.
+        expect_row = lambda r: abs(r) if r < 20 else 38 - r
+        assert [int(v) for v in out[0, :, x, 0]] == [expect_row(r - dy) for r in range(20)]
+        assert [int(v) for v in out[0, y, :, 1]] == [expect_row(c - dx) for c in range(20)]
+    assert seen == {(a, b) for a in range(-3, 4) for b in range(-3, 4)}   # all 49 shifts
+    assert transforms.random_translate(clip, 0, np.random.default_rng(0)) is clip
+    with pytest.raises(ValueError, match="max_shift 20 must be < the frame size 20x20"):
+        transforms.random_translate(clip, 20, np.random.default_rng(0))
+
+
+def test_train_transform_translates_after_the_official_draws():
+    """`translate` draws last, so the official crop / flip draws (and pixels) are unchanged."""
+    frames = (np.arange(2 * 48 * 64 * 3) % 251).astype(np.uint8).reshape(2, 48, 64, 3)
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        official = transforms.train_transform(frames, rng, input_size=32, flip=True)
+        want = transforms.random_translate(official, 4, rng)
+        got = transforms.train_transform(frames, np.random.default_rng(seed), input_size=32,
+                                         flip=True, translate=4)
+        np.testing.assert_array_equal(got, want)
+
+
 def test_eval_transform_scale_and_centre_crop():
     # 64 x 48 -> shorter side 36: (48, 36); centre crop 32 at (round(8.0), round(2.0)) = (8, 2).
     assert transforms.scaled_size(64, 48, 36) == (48, 36)

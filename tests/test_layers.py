@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from adafocus_jax.models.layers import BatchNorm, DepthwiseConv, PointwiseConv, conv, max_pool
+from adafocus_jax.models.layers import (BatchNorm, DepthwiseConv, PointwiseConv, box_highpass,
+                                        conv, input_filter, max_pool)
 
 
 @pytest.mark.parametrize("shape,kernel,stride,bias", [
@@ -160,3 +161,56 @@ def test_batch_norm_bfloat16_keeps_float32_statistics():
         variables["params"], x)
     assert grads[1].dtype == jnp.bfloat16 and grads[0]["scale"].dtype == jnp.float32
     assert all(bool(jnp.all(jnp.isfinite(g.astype(jnp.float32)))) for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("width", [1, 3, 7])
+def test_box_highpass_is_the_input_minus_two_box_blurs(width):
+    """Against scipy's box filter (edges repeated), applied twice."""
+    from scipy.ndimage import uniform_filter
+    x = np.random.default_rng(width).normal(size=(2, 21, 16, 3))
+    blur = x
+    for _ in range(2):
+        blur = uniform_filter(blur, size=(1, width, width, 1), mode="nearest")
+    got = np.asarray(box_highpass(jnp.asarray(x, jnp.float32), width))
+    np.testing.assert_allclose(got, x - blur, atol=2e-6)
+    # What it removes: a constant image and (away from the edges) a linear ramp vanish; width 0
+    # is the identity.
+    ramp = jnp.broadcast_to(jnp.linspace(-2, 3, 30)[None, :, None, None], (1, 30, 30, 3))
+    assert np.abs(np.asarray(box_highpass(jnp.full((1, 9, 9, 3), 5.0), width))).max() < 1e-5
+    assert np.abs(np.asarray(box_highpass(ramp, width))[:, width:-width]).max() < 1e-5
+    assert box_highpass(ramp, 0) is ramp
+    with pytest.raises(ValueError, match="odd"):
+        box_highpass(ramp, 4)
+
+
+def test_input_filter_greys_then_highpasses():
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 12, 10, 3)), jnp.float32)
+    assert input_filter(x) is x
+    grey = np.asarray(input_filter(x, grey=True))
+    np.testing.assert_allclose(grey, np.repeat(np.asarray(x).mean(-1, keepdims=True), 3, -1),
+                               rtol=1e-6)
+    np.testing.assert_allclose(input_filter(x, grey=True, highpass=3),
+                               box_highpass(jnp.asarray(grey), 3), rtol=1e-5, atol=1e-6)
+    # Grey: a colour-only difference (a pure hue change at equal channel mean) is gone.
+    swapped = x[..., ::-1]
+    np.testing.assert_allclose(input_filter(swapped, grey=True), grey, rtol=1e-6, atol=1e-6)
+
+
+def test_networks_apply_the_input_filter():
+    """ResNet / MobileNetV2 with `input_grey` / `input_highpass` = the plain network on the
+    filtered input."""
+    from adafocus_jax.models.mobilenet_v2 import MobileNetV2
+    from adafocus_jax.models.resnet import ResNet
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 32, 32, 3)), jnp.float32)
+    for plain, filtered in ((ResNet(num_classes=3, stage_sizes=(1, 1, 1, 1), width=4),
+                             ResNet(num_classes=3, stage_sizes=(1, 1, 1, 1), width=4,
+                                    input_grey=True, input_highpass=5)),
+                            (MobileNetV2(num_classes=3, width_mult=0.25, last_channel=16),
+                             MobileNetV2(num_classes=3, width_mult=0.25, last_channel=16,
+                                         input_grey=True, input_highpass=5))):
+        variables = plain.init(jax.random.key(0), x)
+        want = plain.apply(variables, input_filter(x, True, 5))["pooled"]
+        np.testing.assert_allclose(filtered.apply(variables, x)["pooled"], want, rtol=1e-5,
+                                   atol=1e-6)
+        unfiltered = plain.apply(variables, x)["pooled"]
+        assert np.abs(unfiltered - want).max() > 0.05 * np.abs(want).max()

@@ -90,6 +90,8 @@ def default_data_config(dataset: str) -> ml_collections.ConfigDict:
     c.flip = flip                        # never for Something-Something
     # Training crop: GroupMultiScaleCrop with these fractions of the shorter side (official).
     c.crop_scales = transforms.OFFICIAL_CROP_SCALES
+    # Not official: then shift each training clip by up to this many pixels (0 = off).
+    c.translate = 0
     c.short_video = short_video          # first_frame (TSM) | repeat_last (AR-Net)
     # tsn (AdaFocus / TSM: `short_video` for clips shorter than the segments) | uniform
     # (Uni-AdaFocus-TSM: fractional segments, frames repeated evenly; mode=uni on Sth-Sth).

@@ -84,6 +84,7 @@ class ExampleMaker:
         self.flip = bool(c.flip)
         self.crop_scales = tuple(float(x) for x in c.get("crop_scales",
                                                          transforms.OFFICIAL_CROP_SCALES))
+        self.translate = int(c.get("translate", 0))
         self.short_video = str(c.short_video)
         self.segment_sampling = str(c.get("segment_sampling", "tsn"))
         self.num_clips = int(c.eval_num_clips)
@@ -97,6 +98,8 @@ class ExampleMaker:
             (len(self.crop_scales) >= 1 and all(0 < x <= 1 for x in self.crop_scales),
              f"crop_scales must be fractions in (0, 1], got {self.crop_scales}"),
             (self.scale_size >= self.input_size, "scale_size must be >= input_size"),
+            (0 <= self.translate < self.input_size,
+             f"translate must be in [0, input_size), got {self.translate}"),
             (self.short_video in transforms.SHORT_VIDEO_MODES,
              f"short_video must be one of {transforms.SHORT_VIDEO_MODES}"),
             (self.segment_sampling in transforms.SEGMENT_SAMPLINGS,
@@ -135,7 +138,8 @@ class ExampleMaker:
         """One frame list -> uint8 `[crops, T, S, S, 3]` (crops = 1 in training)."""
         if rng is not None:
             return transforms.train_transform(frames, rng, input_size=self.input_size,
-                                              scales=self.crop_scales, flip=self.flip)[None]
+                                              scales=self.crop_scales, flip=self.flip,
+                                              translate=self.translate)[None]
         views = transforms.eval_transform(frames, input_size=self.input_size,
                                           scale_size=self.scale_size, num_crops=self.num_crops)
         return views if self.num_crops > 1 else views[None]

@@ -20,7 +20,8 @@ Official behaviour reproduced (reference: adafocus_v1.md §7.2-7.3):
 - Eval: shorter side to `scale_size` (torchvision `Resize(int)` rounding), centre crop S.
 - ImageNet normalisation (`normalize` on the host, `normalize_jnp` inside jitted steps).
 
-Additions that are not official (off by default): multi-clip x multi-crop evaluation views.
+Additions that are not official (off by default): multi-clip x multi-crop evaluation views, a
+random translation after the training crop (`random_translate`, data option `translate`).
 """
 from __future__ import annotations
 
@@ -248,12 +249,37 @@ def horizontal_flip(frames: Frames) -> list[Image.Image]:
     return [im.transpose(Image.FLIP_LEFT_RIGHT) for im in as_pil_list(frames)]
 
 
+def random_translate(frames: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
+    """Shift every frame of a clip by the same random (dx, dy), uint8 `[T, S, S, 3]` -> same shape.
+
+    dx, dy are uniform integers in [-max_shift, max_shift] (drawn in that order); the pixels that
+    come in at the border are the clip's own, mirrored (`np.pad` "reflect"), so no flat band tells
+    the network where the shift went. The pad-and-crop augmentation of small-image training
+    (CIFAR): the official multi-scale crop offers only 5 or 13 fixed offsets, too few for a network
+    trained from scratch on a few hundred videos not to memorise them (README "Your own videos").
+    Not official; 0 returns `frames`.
+    """
+    if max_shift <= 0:
+        return frames
+    t, h, w, _ = frames.shape
+    if max_shift >= min(h, w):
+        raise ValueError(f"random_translate: max_shift {max_shift} must be < the frame size "
+                         f"{h}x{w}")
+    dx, dy = (int(v) for v in rng.integers(-max_shift, max_shift + 1, size=2))
+    k = max_shift
+    padded = np.pad(frames, ((0, 0), (k, k), (k, k), (0, 0)), mode="reflect")
+    # Content moves by (+dx, +dy): output pixel (y, x) reads input (y - dy, x - dx).
+    return np.ascontiguousarray(padded[:, k - dy:k - dy + h, k - dx:k - dx + w])
+
+
 def train_transform(frames: Frames, rng: np.random.Generator, *, input_size: int = 224,
                     scales: Sequence[float] = OFFICIAL_CROP_SCALES, max_distort: int = 1,
-                    more_fix_crop: bool = True, flip: bool = False) -> np.ndarray:
+                    more_fix_crop: bool = True, flip: bool = False,
+                    translate: int = 0) -> np.ndarray:
     """Official training augmentation of one frame list -> uint8 `[T, S, S, 3]`.
 
-    Draw order: crop size pair, crop offset, then (only when `flip`) one uniform for the flip.
+    Draw order: crop size pair, crop offset, then (only when `flip`) one uniform for the flip,
+    then (only when `translate` > 0, not official) the shift of `random_translate`.
     """
     frames = as_pil_list(frames)
     box = sample_multiscale_crop(*frames[0].size, input_size, rng, scales, max_distort,
@@ -261,7 +287,7 @@ def train_transform(frames: Frames, rng: np.random.Generator, *, input_size: int
     out = crop_and_resize(frames, box, input_size)
     if flip and rng.random() < 0.5:
         out = horizontal_flip(out)
-    return to_array(out)
+    return random_translate(to_array(out), translate, rng)
 
 
 def eval_crop_views(image_w: int, image_h: int, size: int,

@@ -43,11 +43,14 @@ def default_model_config(dataset: str, patch_size: int) -> ml_collections.Config
     c.num_glance_frames = 8 if sth else 16
     c.num_focus_frames = 12 if sth else 16
     c.dtype = "float32"          # compute precision: float32 | bfloat16 (params stay float32)
+    # glancer/focuser input_grey, input_highpass: a fixed input filter (`layers.input_filter`),
+    # off in the official networks; configs/custom.py's small preset turns it on.
     c.glancer = ml_collections.ConfigDict(dict(
         width_mult=1.0, last_channel=ml_collections.FieldReference(None, field_type=int),
-        temporal_shift=sth, dropout=0.0 if sth else 0.2))
+        temporal_shift=sth, dropout=0.0 if sth else 0.2, input_grey=False, input_highpass=0))
     c.focuser = ml_collections.ConfigDict(dict(
-        stage_sizes=(3, 4, 6, 3), width=64, temporal_shift=sth, with_fc=not sth))
+        stage_sizes=(3, 4, 6, 3), width=64, temporal_shift=sth, with_fc=not sth,
+        input_grey=False, input_highpass=0))
     c.policy = ml_collections.ConfigDict(dict(
         kind="gaussian" if sth else "categorical", per_frame=not sth, action_std=0.25,
         grid_size=7, hidden_dim=1024, encoder_channels=64 if sth else 32, encoder_bn=sth))

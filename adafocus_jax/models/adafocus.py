@@ -114,12 +114,15 @@ class AdaFocus(nn.Module):
             num_classes=cfg.num_classes, width_mult=cfg.glancer.width_mult,
             last_channel=cfg.glancer.last_channel,
             shift_segments=cfg.num_glance_frames if cfg.glancer.temporal_shift else None,
-            classifier_dropout=cfg.glancer.dropout, dtype=dtype)
+            classifier_dropout=cfg.glancer.dropout,
+            input_grey=cfg.glancer.get("input_grey", False),
+            input_highpass=cfg.glancer.get("input_highpass", 0), dtype=dtype)
         self.focuser = ResNet(
             num_classes=cfg.num_classes if cfg.focuser.with_fc else None,
             stage_sizes=tuple(cfg.focuser.stage_sizes), width=cfg.focuser.width,
             shift_segments=cfg.num_focus_frames if cfg.focuser.temporal_shift else None,
-            dtype=dtype)
+            input_grey=cfg.focuser.get("input_grey", False),
+            input_highpass=cfg.focuser.get("input_highpass", 0), dtype=dtype)
         self.policy = ActorCritic(
             kind=cfg.policy.kind, num_actions=cfg.policy.grid_size ** 2,
             hidden_dim=cfg.policy.hidden_dim, encoder_channels=cfg.policy.encoder_channels,

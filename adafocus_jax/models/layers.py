@@ -256,3 +256,43 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
 def spatial_mean(x: jnp.ndarray, axes: Sequence[int] = (1, 2)) -> jnp.ndarray:
     """Global average pool of `[N, H, W, C]` → `[N, C]`."""
     return jnp.mean(x, axis=tuple(axes))
+
+
+def box_highpass(x: jnp.ndarray, width: int, passes: int = 2) -> jnp.ndarray:
+    """`x` minus its local mean: a fixed high-pass filter, `[N, H, W, C]` → `[N, H, W, C]`.
+
+    The local mean is a `width` × `width` box blur (running sums along each axis, edges
+    repeated) applied `passes` times (two passes: a tent close to a Gaussian of σ ≈ width / 2.4).
+    It removes what varies slowly across the image (smooth backgrounds, illumination, colour
+    casts) and keeps edges and strokes: a small network trained from scratch on a few hundred
+    videos otherwise fits each video's background colours instead of the object (README "Your
+    own videos"). `width` must be odd (a centred box); 0 returns `x`.
+    """
+    if width <= 0:
+        return x
+    if width % 2 == 0:
+        raise ValueError(f"box_highpass: width must be odd (a centred box), got {width}")
+    blur = x
+    for _ in range(passes):
+        for axis in (1, 2):
+            n = blur.shape[axis]
+            pad = [(0, 0)] * blur.ndim
+            pad[axis] = (width // 2 + 1, width // 2)
+            sums = jnp.cumsum(jnp.pad(blur, pad, mode="edge"), axis=axis)
+            blur = (jax.lax.slice_in_dim(sums, width, width + n, axis=axis) -
+                    jax.lax.slice_in_dim(sums, 0, n, axis=axis)) / width
+    return x - blur
+
+
+def input_filter(x: jnp.ndarray, grey: bool = False, highpass: int = 0) -> jnp.ndarray:
+    """The fixed (untrained) input filter of a network, `[N, H, W, C]` → `[N, H, W, C]`.
+
+    `grey`: every channel replaced by the mean of the channels (the shape stays, so the stem and
+    checkpoints do not change). `highpass`: then `box_highpass` with that box width (0 = none).
+    Both off is the identity (the official networks). Why a small network trained from scratch on
+    a few hundred videos wants them: README "Your own videos" — without them it fits each video's
+    background and object colours instead of the object's shape.
+    """
+    if grey:
+        x = jnp.broadcast_to(jnp.mean(x, axis=-1, keepdims=True), x.shape)
+    return box_highpass(x, highpass)

@@ -12,7 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from adafocus_jax.models.layers import BatchNorm, conv, make_divisible, spatial_mean
+from adafocus_jax.models.layers import (BatchNorm, conv, input_filter, make_divisible,
+                                        spatial_mean)
 from adafocus_jax.models.temporal_shift import temporal_shift
 
 # (expansion t, output channels c, repeats n, first stride s) of the 17 inverted-residual blocks.
@@ -87,6 +88,9 @@ class MobileNetV2(nn.Module):
         trains only the head (AdaFocusV2 Sth-Sth `new_fc`).
       reg_head: a second head `reg_classifier` on the same non-detached features, output
         `reg_logits` (AdaFocusV2 Sth-Sth `new_new_fc`, which carries the training signal).
+      input_grey, input_highpass: a fixed filter on the input (`layers.input_filter`: the
+        channels' mean, then the input minus its local mean over this box width; off = the
+        official network).
     """
     num_classes: int | None = None
     width_mult: float = 1.0
@@ -95,6 +99,8 @@ class MobileNetV2(nn.Module):
     classifier_dropout: float = 0.0
     head_stop_gradient: bool = False
     reg_head: bool = False
+    input_grey: bool = False
+    input_highpass: int = 0
     dtype: Any = jnp.float32
 
     @property
@@ -119,6 +125,7 @@ class MobileNetV2(nn.Module):
           and `head_features` `[N, last_channel]` (what the heads read: `pooled` after the
           dropout; Uni-AdaFocus-TSM's temporal policy reads it too).
         """
+        x = input_filter(x, self.input_grey, self.input_highpass)
         y = conv(make_divisible(32 * self.width_mult), 3, 2, dtype=self.dtype, name="stem_conv")(x)
         y = nn.relu6(BatchNorm(use_running_average=not train, dtype=self.dtype, name="stem_bn")(y))
         for index, (in_ch, out_ch, hidden, stride, residual) in enumerate(

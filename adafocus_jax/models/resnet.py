@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from adafocus_jax.models.layers import BatchNorm, conv, max_pool, spatial_mean
+from adafocus_jax.models.layers import BatchNorm, conv, input_filter, max_pool, spatial_mean
 from adafocus_jax.models.temporal_shift import temporal_shift
 
 
@@ -63,6 +63,9 @@ class ResNet(nn.Module):
       head_stop_gradient: `fc` reads `stop_gradient` of the features (AdaFocusV2 Sth-Sth `new_fc`).
       reg_head: a second head `reg_fc` on the non-detached features, output `reg_logits`
         (AdaFocusV2 Sth-Sth `new_new_fc`).
+      input_grey, input_highpass: a fixed filter on the input (`layers.input_filter`: the
+        channels' mean, then the input minus its local mean over this box width; off = the
+        official network).
     """
     num_classes: int | None = None
     stage_sizes: Sequence[int] = (3, 4, 6, 3)
@@ -71,6 +74,8 @@ class ResNet(nn.Module):
     head_dropout: float = 0.0
     head_stop_gradient: bool = False
     reg_head: bool = False
+    input_grey: bool = False
+    input_highpass: int = 0
     dtype: Any = jnp.float32
 
     @property
@@ -90,6 +95,7 @@ class ResNet(nn.Module):
           dict with `pooled` `[N, 4 * 8 * width]` (2048 for ResNet-50) and, with a head,
           `logits` `[N, num_classes]`.
         """
+        x = input_filter(x, self.input_grey, self.input_highpass)
         y = conv(self.width, 7, 2, dtype=self.dtype, name="conv1")(x)
         y = nn.relu(BatchNorm(use_running_average=not train, dtype=self.dtype, name="bn1")(y))
         # Max-pool pads with -inf, exactly like PyTorch's MaxPool2d(3, 2, padding=1).

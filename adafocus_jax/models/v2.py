@@ -179,12 +179,15 @@ class AdaFocusV2(AdaFocus):
             last_channel=cfg.glancer.last_channel,
             shift_segments=cfg.num_glance_frames if cfg.glancer.temporal_shift else None,
             classifier_dropout=cfg.glancer.dropout, head_stop_gradient=sth, reg_head=sth,
-            dtype=dtype)
+            input_grey=cfg.glancer.get("input_grey", False),
+            input_highpass=cfg.glancer.get("input_highpass", 0), dtype=dtype)
         self.focuser = ResNet(
             num_classes=cfg.num_classes, stage_sizes=tuple(cfg.focuser.stage_sizes),
             width=cfg.focuser.width,
             shift_segments=cfg.num_focus_frames if cfg.focuser.temporal_shift else None,
-            head_dropout=cfg.focuser.dropout, head_stop_gradient=sth, reg_head=sth, dtype=dtype)
+            head_dropout=cfg.focuser.dropout, head_stop_gradient=sth, reg_head=sth,
+            input_grey=cfg.focuser.get("input_grey", False),
+            input_highpass=cfg.focuser.get("input_highpass", 0), dtype=dtype)
 
     def setup(self):
         cfg = self.config
