@@ -14,7 +14,9 @@ on Sth-Sth); and at the Uni synthetic benchmark (issue 14, item 4), after checki
 differences were the new synthetic data key `digit_frames` (0, every frame shows the digit, as
 before) in the synthetic configs that build, the Uni model key `policy.frame_choice` ("policy",
 the frames the model chose before; 48 `mode=uni` cases) and the unknown-option error of configs/synthetic.py now
-listing `mode=uni` and `digit_frames=<L>`.
+listing `mode=uni` and `digit_frames=<L>`; and at the own-data input filter (issue 13), after
+checking that all 910 differences were the new keys `data.translate` (0) and
+`glancer`/`focuser` `input_grey` (False) / `input_highpass` (0), i.e. switched off as before.
 
 For each config and option string it holds the ConfigDict (`to_dict()`, tuples kept apart from
 lists, ints from floats) or the error it raises, and every stage's resolved recipe
