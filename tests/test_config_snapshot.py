@@ -16,7 +16,10 @@ before) in the synthetic configs that build, the Uni model key `policy.frame_cho
 the frames the model chose before; 48 `mode=uni` cases) and the unknown-option error of configs/synthetic.py now
 listing `mode=uni` and `digit_frames=<L>`; and at the own-data input filter (issue 13), after
 checking that all 910 differences were the new keys `data.translate` (0) and
-`glancer`/`focuser` `input_grey` (False) / `input_highpass` (0), i.e. switched off as before.
+`glancer`/`focuser` `input_grey` (False) / `input_highpass` (0), i.e. switched off as before;
+and at the ResNet glance network option (issue 13), after checking that all 558 differences were
+the new keys `glancer.arch` ("mobilenet_v2", the network built before), `glancer.stage_sizes`
+((1, 1, 1, 1)) and `glancer.width` (8), which only `arch = "resnet"` reads (186 cases each).
 
 For each config and option string it holds the ConfigDict (`to_dict()`, tuples kept apart from
 lists, ints from floats) or the error it raises, and every stage's resolved recipe

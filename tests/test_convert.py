@@ -288,6 +288,11 @@ def test_wrong_architecture(sth, anet, files):
     with pytest.raises(convert.CheckpointError,
                        match=r"shape mismatch for 'net.classifier.weight'"):
         convert.load_torch_checkpoint(files["144x144.pth.tar"], big)
+    # A ResNet glance network (configs/custom.py's small preset) has no official weights.
+    resnet_glance = models.tiny_model_config("sthv2")
+    resnet_glance.glancer.arch = "resnet"
+    with pytest.raises(convert.CheckpointError, match=r"MobileNetV2 glance network.*'resnet'"):
+        convert.load_torch_checkpoint(files["144x144.pth.tar"], resnet_glance)
 
 
 def test_missing_key(sth, files, tmp_path):

@@ -80,6 +80,21 @@ def test_classes_and_options_come_from_the_data(prepared):
     asked = custom.get_config(f"root={prepared},size=official,grey=1,highpass=9,translate=4")
     assert (asked.model.focuser.input_grey, asked.model.focuser.input_highpass,
             asked.data.translate) == (True, 9, 4)
+    # The glance network: the small preset's is a ResNet of its local network's depth at half
+    # its width on the whole input frame; the official size keeps MobileNetV2 (its ImageNet
+    # weights); either on request.
+    small = custom.get_config(f"root={prepared}").model
+    assert (small.glancer.arch, small.glance_size, small.glancer.width) == ("resnet", 96, 4)
+    assert tuple(small.glancer.stage_sizes) == tuple(small.focuser.stage_sizes) == (1, 1, 1, 1)
+    assert small.focuser.width == 8
+    assert config.benchmark.required_margin == 5.0
+    assert sth.model.glancer.arch == asked.model.glancer.arch == "mobilenet_v2"
+    assert sth.model.glancer.width == sth.model.focuser.width == 64   # unread by MobileNetV2
+    mobile = custom.get_config(f"root={prepared},glance_arch=mobilenet_v2").model
+    assert (mobile.glancer.arch, mobile.glance_size) == ("mobilenet_v2", 72)
+    assert custom.get_config(f"root={prepared},glance_width=8").model.glancer.width == 8
+    assert custom.get_config(f"root={prepared}").data.flip is True          # actnet default
+    assert custom.get_config(f"root={prepared},family=sthv2").data.flip is False
 
     for bad, message in ((f"root={prepared},family=kinetics", "family='kinetics'"),
                          (f"root={prepared},size=huge", "size='huge'"),
@@ -89,6 +104,9 @@ def test_classes_and_options_come_from_the_data(prepared):
                          (f"root={prepared},highpass=-1", "highpass='-1': expected 0 or an odd"),
                          (f"root={prepared},highpass=4", "highpass='4': expected 0 or an odd"),
                          (f"root={prepared},grey=yes", "grey='yes': expected 0 or 1"),
+                         (f"root={prepared},flip=2", "flip='2': expected 0 or 1"),
+                         (f"root={prepared},glance_arch=vit", "glance_arch='vit': expected one"),
+                         (f"root={prepared},glance_width=0", "glance_width=0 must be >= 1"),
                          (f"root={prepared},translate=96", "translate='96': expected an integer"),
                          (f"root={prepared},translate=-2", "translate='-2': expected an integer"),
                          ("family=actnet", "root=DIR is required"),

@@ -108,6 +108,39 @@ def test_stage0_heads():
     assert g.shape == f.shape == (2, cfg.num_classes)
 
 
+@pytest.mark.parametrize("version", ("v1", "v2"))
+def test_resnet_glance_network(version):
+    """`glancer.arch = "resnet"`: the glance network is a bottleneck ResNet of `stage_sizes` /
+    `width`; its maps and pooled features are exactly that ResNet's on the resized frames."""
+    from adafocus_jax.models.resnet import ResNet
+    cfg = models.tiny_model_config("actnet")
+    if version == "v2":
+        cfg = models.to_v2_model_config(cfg)
+    cfg.glancer.arch, cfg.glancer.stage_sizes, cfg.glancer.width = "resnet", (1, 1), 4
+    model = models.create_model(cfg)
+    variables = models.init_variables(model, jax.random.key(0), batch_size=2)
+    glancer = variables["params"]["glancer"]
+    assert {"conv1", "bn1", "layer1_0", "layer2_0", "fc"} <= set(glancer)
+    assert glancer["layer2_0"]["conv3"]["kernel"].shape == (1, 1, 8, 32)   # 4 · 2 · 4 channels
+    frames = jax.random.normal(jax.random.key(1), (2, cfg.num_glance_frames, 64, 64, 3))
+    method = model.glance if version == "v1" else model.glance_v2
+    out = model.apply(variables, frames, method=method)
+    maps = out[0] if version == "v1" else out["maps"]
+    resized = model.apply(variables, frames, method=model.resize_for_glance)
+    g = cfg.glance_size
+    assert maps.shape[:2] == (2, cfg.num_glance_frames) and maps.shape[-1] == 32
+    plain = ResNet(num_classes=cfg.num_classes, stage_sizes=(1, 1), width=4)
+    want = plain.apply({"params": glancer, "batch_stats": variables["batch_stats"]["glancer"]},
+                       resized.reshape(-1, g, g, 3))
+    np.testing.assert_allclose(np.asarray(maps).reshape(want["feature_map"].shape),
+                               want["feature_map"], rtol=1e-6, atol=1e-6)
+    logits = model.apply(variables, frames, method=model.glancer_logits)
+    assert logits.shape == (2, cfg.num_classes)
+    cfg.glancer.arch = "vit"
+    with pytest.raises(ValueError, match="glancer.arch: unknown 'vit'"):
+        models.init_variables(models.create_model(cfg), jax.random.key(0))
+
+
 def test_bad_inputs_name_the_problem():
     cfg = models.tiny_model_config("sthv2")
     model = models.create_model(cfg)

@@ -87,6 +87,10 @@ def _mobilenet_layout(path: str, source: _Source) -> str:
 
 
 def _mobilenet_entries(cfg, layout: str) -> list[tuple[tuple[str, ...], str, str]]:
+    arch = cfg.glancer.get("arch", "mobilenet_v2")
+    if arch != "mobilenet_v2":
+        raise CheckpointError(f"official checkpoints hold a MobileNetV2 glance network, but "
+                              f"config.model.glancer.arch = {arch!r}")
     entries = [(("stem_conv",), "net.features.0.0", "conv"),
                (("stem_bn",), "net.features.0.1", "bn")]
     specs = block_specs(cfg.glancer.width_mult)

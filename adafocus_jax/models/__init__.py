@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from adafocus_jax.families import NUM_CLASSES, STHSTH
-from adafocus_jax.models.adafocus import AdaFocus, AdaFocusOutput, Modes
+from adafocus_jax.models.adafocus import GLANCE_ARCHS, AdaFocus, AdaFocusOutput, Modes
 from adafocus_jax.models.v2 import AdaFocusV2, coarse_to_fine_order
 from adafocus_jax.models.uni import UniAdaFocus
 from adafocus_jax.rl import deterministic_actions, sample_actions
@@ -45,8 +45,12 @@ def default_model_config(dataset: str, patch_size: int) -> ml_collections.Config
     c.dtype = "float32"          # compute precision: float32 | bfloat16 (params stay float32)
     # glancer/focuser input_grey, input_highpass: a fixed input filter (`layers.input_filter`),
     # off in the official networks; configs/custom.py's small preset turns it on.
+    # glancer.arch: mobilenet_v2 (official: width_mult, last_channel) | resnet (a bottleneck
+    # ResNet of stage_sizes and width, like the local network; models.adafocus.glance_network).
     c.glancer = ml_collections.ConfigDict(dict(
+        arch="mobilenet_v2",
         width_mult=1.0, last_channel=ml_collections.FieldReference(None, field_type=int),
+        stage_sizes=(1, 1, 1, 1), width=8,
         temporal_shift=sth, dropout=0.0 if sth else 0.2, input_grey=False, input_highpass=0))
     c.focuser = ml_collections.ConfigDict(dict(
         stage_sizes=(3, 4, 6, 3), width=64, temporal_shift=sth, with_fc=not sth,

@@ -39,6 +39,44 @@ from adafocus_jax.models.policy import ActorCritic
 from adafocus_jax.models.resnet import ResNet
 
 PATCH_MODES = patch_modes("model")   # see adafocus_jax.patch_modes
+GLANCE_ARCHS = ("mobilenet_v2", "resnet")
+
+
+def glance_network(cfg: ml_collections.FrozenConfigDict, dtype: Any, **heads) -> nn.Module:
+    """The glance network of model config `cfg` (`cfg.glancer`), shared by every family.
+
+    `cfg.glancer.arch`: "mobilenet_v2" (official; `width_mult`, `last_channel`) or "resnet" (a
+    bottleneck ResNet of `stage_sizes` and `width`, the local network's kind: configs/custom.py's
+    small preset, where a from-scratch MobileNetV2 x0.25 never learned, README "Your own
+    videos"). Both return the same keys (`feature_map`, `pooled`, `logits`, ...). `heads`:
+    `head_stop_gradient` / `reg_head` of the V2 Sth-Sth heads.
+    """
+    g = cfg.glancer
+    arch = g.get("arch", "mobilenet_v2")
+    shift = cfg.num_glance_frames if g.temporal_shift else None
+    filters = dict(input_grey=g.get("input_grey", False),
+                   input_highpass=g.get("input_highpass", 0))
+    if arch == "mobilenet_v2":
+        return MobileNetV2(num_classes=cfg.num_classes, width_mult=g.width_mult,
+                           last_channel=g.last_channel, shift_segments=shift,
+                           classifier_dropout=g.dropout, dtype=dtype, **filters, **heads)
+    if arch == "resnet":
+        return ResNet(num_classes=cfg.num_classes, stage_sizes=tuple(g.stage_sizes),
+                      width=g.width, shift_segments=shift, head_dropout=g.dropout, dtype=dtype,
+                      **filters, **heads)
+    raise ValueError(f"config.model.glancer.arch: unknown {arch!r}; expected one of "
+                     f"{GLANCE_ARCHS}")
+
+
+def local_network(cfg: ml_collections.FrozenConfigDict, dtype: Any, num_classes: int | None,
+                  **heads) -> ResNet:
+    """The local network (a bottleneck ResNet, `cfg.focuser`) with a `num_classes` head or none;
+    `heads`: `head_dropout`, `head_stop_gradient`, `reg_head` (V2)."""
+    f = cfg.focuser
+    return ResNet(num_classes=num_classes, stage_sizes=tuple(f.stage_sizes), width=f.width,
+                  shift_segments=cfg.num_focus_frames if f.temporal_shift else None,
+                  input_grey=f.get("input_grey", False),
+                  input_highpass=f.get("input_highpass", 0), dtype=dtype, **heads)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,19 +148,9 @@ class AdaFocus(nn.Module):
     def setup(self):
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
-        self.glancer = MobileNetV2(
-            num_classes=cfg.num_classes, width_mult=cfg.glancer.width_mult,
-            last_channel=cfg.glancer.last_channel,
-            shift_segments=cfg.num_glance_frames if cfg.glancer.temporal_shift else None,
-            classifier_dropout=cfg.glancer.dropout,
-            input_grey=cfg.glancer.get("input_grey", False),
-            input_highpass=cfg.glancer.get("input_highpass", 0), dtype=dtype)
-        self.focuser = ResNet(
-            num_classes=cfg.num_classes if cfg.focuser.with_fc else None,
-            stage_sizes=tuple(cfg.focuser.stage_sizes), width=cfg.focuser.width,
-            shift_segments=cfg.num_focus_frames if cfg.focuser.temporal_shift else None,
-            input_grey=cfg.focuser.get("input_grey", False),
-            input_highpass=cfg.focuser.get("input_highpass", 0), dtype=dtype)
+        self.glancer = glance_network(cfg, dtype)
+        self.focuser = local_network(cfg, dtype,
+                                     cfg.num_classes if cfg.focuser.with_fc else None)
         self.policy = ActorCritic(
             kind=cfg.policy.kind, num_actions=cfg.policy.grid_size ** 2,
             hidden_dim=cfg.policy.hidden_dim, encoder_channels=cfg.policy.encoder_channels,

@@ -92,8 +92,10 @@ class ResNet(nn.Module):
           with_logits: also apply `fc` (always done while initialising).
 
         Returns:
-          dict with `pooled` `[N, 4 * 8 * width]` (2048 for ResNet-50) and, with a head,
-          `logits` `[N, num_classes]`.
+          dict with `feature_map` `[N, H/32, W/32, 4 * 8 * width]` (after the last block;
+          rounded up), `pooled` `[N, 4 * 8 * width]` (2048 for ResNet-50; its spatial mean) and,
+          with a head, `logits` `[N, num_classes]` and `head_features` (`pooled` after the
+          dropout). The same keys as `MobileNetV2`'s, so either can be the glance network.
         """
         x = input_filter(x, self.input_grey, self.input_highpass)
         y = conv(self.width, 7, 2, dtype=self.dtype, name="conv1")(x)
@@ -108,11 +110,12 @@ class ResNet(nn.Module):
                                shift_segments=self.shift_segments, dtype=self.dtype,
                                name=f"layer{stage + 1}_{block}")(y, train)
         pooled = spatial_mean(y)
-        out = {"pooled": pooled}
+        out = {"feature_map": y, "pooled": pooled}
         if self.num_classes is not None and (with_logits or self.is_initializing()):
             h = pooled
             if self.head_dropout:
                 h = nn.Dropout(self.head_dropout, deterministic=not train)(h)
+            out["head_features"] = h
             head_in = jax.lax.stop_gradient(h) if self.head_stop_gradient else h
             out["logits"] = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(head_in)
             if self.reg_head:

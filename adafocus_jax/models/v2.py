@@ -34,11 +34,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from adafocus_jax import crop as crop_lib
-from adafocus_jax.models.adafocus import AdaFocus, AdaFocusOutput, Modes, check_frames
+from adafocus_jax.models.adafocus import (AdaFocus, AdaFocusOutput, Modes, check_frames,
+                                          glance_network, local_network)
 from adafocus_jax.models.layers import BatchNorm
-from adafocus_jax.models.mobilenet_v2 import MobileNetV2
 from adafocus_jax.models.recurrent import GRU, torch_dense
-from adafocus_jax.models.resnet import ResNet
 from adafocus_jax.patch_modes import patch_modes
 
 V2_PATCH_MODES = patch_modes("v2")   # see adafocus_jax.patch_modes
@@ -174,20 +173,10 @@ class AdaFocusV2(AdaFocus):
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
         sth = not cfg.policy.per_frame
-        self.glancer = MobileNetV2(
-            num_classes=cfg.num_classes, width_mult=cfg.glancer.width_mult,
-            last_channel=cfg.glancer.last_channel,
-            shift_segments=cfg.num_glance_frames if cfg.glancer.temporal_shift else None,
-            classifier_dropout=cfg.glancer.dropout, head_stop_gradient=sth, reg_head=sth,
-            input_grey=cfg.glancer.get("input_grey", False),
-            input_highpass=cfg.glancer.get("input_highpass", 0), dtype=dtype)
-        self.focuser = ResNet(
-            num_classes=cfg.num_classes, stage_sizes=tuple(cfg.focuser.stage_sizes),
-            width=cfg.focuser.width,
-            shift_segments=cfg.num_focus_frames if cfg.focuser.temporal_shift else None,
-            head_dropout=cfg.focuser.dropout, head_stop_gradient=sth, reg_head=sth,
-            input_grey=cfg.focuser.get("input_grey", False),
-            input_highpass=cfg.focuser.get("input_highpass", 0), dtype=dtype)
+        self.glancer = glance_network(cfg, dtype, head_stop_gradient=sth, reg_head=sth)
+        self.focuser = local_network(cfg, dtype, cfg.num_classes,
+                                     head_dropout=cfg.focuser.dropout, head_stop_gradient=sth,
+                                     reg_head=sth)
 
     def setup(self):
         cfg = self.config
@@ -230,7 +219,9 @@ class AdaFocusV2(AdaFocus):
         `[N, T_L, F]`, `logits` `[N, T_L, K]` and (Sth-Sth) `reg_logits`."""
         n, t = patches.shape[:2]
         out = self.focuser(patches.reshape(n * t, *patches.shape[2:]), train, with_logits=True)
-        return {k: v.reshape(n, t, *v.shape[1:]) for k, v in out.items()}
+        # Not the maps (nothing reads the local network's map; the dict reaches callers).
+        return {k: v.reshape(n, t, *v.shape[1:]) for k, v in out.items()
+                if k not in ("feature_map", "head_features")}
 
     def locate(self, maps: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         """Policy locations `[B, St, 2]` from the (detached) glance maps `[B, T_G, h, w, C_G]`."""
